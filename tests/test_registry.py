@@ -1,0 +1,122 @@
+"""The generic registry through its two public instances."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import transferkit as tk
+from transferkit.backbones import BACKBONES
+from transferkit.errors import DuplicateNameError, UnknownNameError
+from transferkit.heads import HEADS
+
+
+@pytest.fixture
+def scratch_names():
+    added: list[tuple] = []
+    yield added
+    for registry, name in added:
+        if name in registry:
+            registry.remove(name)
+
+
+def test_listing_is_sorted_and_filters_with_wildcards():
+    names = tk.list_backbones()
+    assert names == sorted(names)
+    assert tk.list_backbones("resnet*") == [
+        "resnet101", "resnet152", "resnet18", "resnet34", "resnet50"
+    ]
+    assert tk.list_backbones("resnet*", exclude=["resnet1*"]) == ["resnet34", "resnet50"]
+    assert tk.list_backbones(["vgg11", "vgg13"]) == ["vgg11", "vgg13"]
+    assert tk.list_heads() == sorted(tk.list_heads())
+    assert {"linear", "mlp", "vgg_classifier", "cosine"} <= set(tk.list_heads())
+
+
+def test_unknown_backbone_names_close_matches():
+    with pytest.raises(UnknownNameError, match=r"Unknown backbone 'resnet5'\. Did you mean "
+                       r"'resnet50'.*See transferkit\.list_backbones\(\)"):
+        tk.load_backbone("resnet5")
+    with pytest.raises(ValueError):  # a ValueError subclass, catchable as such
+        tk.get_backbone_spec("vgg17")
+
+
+def test_unknown_head_names_close_matches():
+    bb = tk.load_backbone("resnet18")
+    with pytest.raises(UnknownNameError, match=r"Unknown head 'cosin'\. Did you mean 'cosine'"):
+        tk.replace_head(bb, 3, head="cosin")
+
+
+def test_duplicate_raises_unless_replace(scratch_names):
+    @tk.register_head("scratch_head")
+    def first(in_features, num_classes):
+        return nn.Sequential(tk.heads.GlobalPool(), nn.Linear(in_features, num_classes))
+
+    scratch_names.append((HEADS, "scratch_head"))
+    with pytest.raises(DuplicateNameError, match="already registered. Pass replace=True"):
+        tk.register_head("scratch_head")(first)
+    tk.register_head("scratch_head", replace=True)(first)
+    with pytest.raises(DuplicateNameError):
+        tk.register_backbone("resnet18")(lambda weights=None: nn.Identity())
+
+
+def test_names_must_be_lower_snake():
+    with pytest.raises(ValueError, match="not a valid name; use lower_snake_case"):
+        tk.register_head("MyHead")
+    with pytest.raises(TypeError, match="the name must be a str"):
+        tk.register_backbone(3)
+
+
+def test_user_backbone_is_loadable_by_name(scratch_names):
+    @tk.register_backbone("scratch_cnn", num_features=8,
+                          stages={"stem": ["0"], "conv": ["2"]})
+    def scratch_cnn(weights=None):
+        return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 8, 3))
+
+    scratch_names.append((BACKBONES, "scratch_cnn"))
+    assert "scratch_cnn" in tk.list_backbones("scratch_*")
+    bb = tk.load_backbone("scratch_cnn")
+    assert bb(torch.randn(2, 3, 16, 16)).shape == (2, 8)
+    assert bb.stage_names == ["stem", "conv"]
+    model = tk.replace_head(bb, 5, head="mlp", hidden=16)
+    assert model(torch.randn(2, 3, 16, 16)).shape == (2, 5)
+    summary = tk.freeze(model, upto="stem")
+    assert summary.frozen_stages == ("stem",)
+
+
+def test_user_backbone_without_feature_size_is_explained(scratch_names):
+    @tk.register_backbone("scratch_nosize")
+    def scratch_nosize(weights=None):
+        return nn.Conv2d(3, 4, 3)
+
+    scratch_names.append((BACKBONES, "scratch_nosize"))
+    with pytest.raises(ValueError, match="pooled feature size is unknown. Pass num_features"):
+        tk.load_backbone("scratch_nosize")
+
+
+def test_user_backbone_has_no_pretrained_tags(scratch_names):
+    @tk.register_backbone("scratch_tags", num_features=4, pretrained_tags=["mine"])
+    def scratch_tags(weights=None):
+        return nn.Conv2d(3, 4, 3)
+
+    scratch_names.append((BACKBONES, "scratch_tags"))
+    with pytest.raises(tk.errors.WeightsError, match=r"no pretrained weights named 'other'\. "
+                       r"Available: \['DEFAULT', 'mine'\]"):
+        tk.load_backbone("scratch_tags", weights="other")
+
+
+def test_timm_namespace():
+    pytest.importorskip("timm")
+    names = tk.list_backbones("timm/resnet1*")
+    assert "timm/resnet18" in names and names == sorted(names)
+    assert all(n.startswith("timm/") for n in names)
+    assert not any(n.startswith("timm/") for n in tk.list_backbones())
+    bb = tk.load_backbone("timm/resnet18")
+    out = bb(torch.randn(2, 3, 64, 64))
+    assert out.shape == (2, bb.num_features) == (2, 512)
+    vit = tk.load_backbone("timm/vit_tiny_patch16_224", img_size=64)
+    assert vit.forward_features(torch.randn(2, 3, 64, 64)).shape == (2, vit.num_features)
+    with pytest.raises(UnknownNameError, match="timm has no model 'resnet5'"):
+        tk.load_backbone("timm/resnet5")
+    with pytest.raises(tk.errors.WeightsUnavailableError, match="weights=<path"):
+        tk.load_backbone("timm/resnet18", weights="DEFAULT")

@@ -1,0 +1,115 @@
+"""The backbone registry: ``register_backbone``, ``list_backbones``, ``get_backbone_spec``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from .._registry import Registry
+from ._base import BackboneSpec, DataConfig
+
+__all__ = ["BACKBONES", "register_backbone", "list_backbones", "get_backbone_spec"]
+
+BACKBONES: Registry[BackboneSpec] = Registry("backbone", "list_backbones")
+TIMM_PREFIX = "timm/"
+
+
+def register_backbone(
+    name: str,
+    *,
+    num_features: int | None = None,
+    data_config: DataConfig | None = None,
+    pretrained_tags: Sequence[str] = (),
+    stages: Mapping[str, Sequence[str]] | None = None,
+    min_input_size: int = 32,
+    source_categories: Sequence[str] | None = None,
+    family: str = "user",
+    description: str = "",
+    replace: bool = False,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a backbone builder under ``name`` (a decorator).
+
+    The builder is called as ``builder(weights=None | tag, **kwargs)`` and returns either a
+    :class:`~transferkit.backbones.Backbone` or a plain ``nn.Module`` whose ``forward`` (or
+    ``forward_features``) gives a feature map ``(N, C, H, W)`` or vector ``(N, C)``.
+
+    Args:
+        name: lower_snake name; a taken name raises unless ``replace=True``.
+        num_features: pooled feature size (required for a plain ``nn.Module``).
+        data_config: preprocessing of the weights; ImageNet's defaults otherwise.
+        pretrained_tags: the names the builder accepts as ``weights=``.
+        stages: freezing stages as attribute paths of the module, input first.
+        min_input_size: smallest square input the architecture accepts.
+        source_categories: class names of the pretraining head, if any.
+
+    Example:
+        >>> import torch.nn as nn, transferkit as tk
+        >>> @tk.register_backbone("tiny_cnn", num_features=8, replace=True)
+        ... def tiny_cnn(weights=None):
+        ...     return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
+        >>> tk.load_backbone("tiny_cnn").num_features
+        8
+    """
+
+    def make(fn: Callable[..., Any]) -> BackboneSpec:
+        return BackboneSpec(
+            name=name,
+            builder=fn,
+            num_features=num_features,
+            family=family,
+            data_config=data_config or DataConfig(),
+            pretrained_tags=tuple(pretrained_tags),
+            stages=stages,
+            min_input_size=min_input_size,
+            source_categories=tuple(source_categories) if source_categories else None,
+            description=description or (fn.__doc__ or "").strip().split("\n")[0],
+        )
+
+    return BACKBONES.decorator(name, make, replace)
+
+
+def _wants_timm(patterns: Iterable[str]) -> bool:
+    return any(p.startswith(TIMM_PREFIX) for p in patterns)
+
+
+def list_backbones(
+    include: str | Iterable[str] | None = None,
+    exclude: str | Iterable[str] | None = None,
+) -> list[str]:
+    """Sorted names of the registered backbones, filtered by shell-style wildcards.
+
+    ``timm`` models are a namespace, listed only when a pattern starts with ``"timm/"``
+    (``list_backbones("timm/resnet*")``), so that the plain listing stays readable.
+
+    Example:
+        >>> import transferkit as tk
+        >>> tk.list_backbones("resnet1*")
+        ['resnet101', 'resnet152', 'resnet18']
+    """
+    inc = [include] if isinstance(include, str) else list(include or [])
+    names = BACKBONES.names(inc or None, exclude)
+    if _wants_timm(inc):
+        from .timm_models import timm_names
+
+        import fnmatch
+
+        exc = [exclude] if isinstance(exclude, str) else list(exclude or [])
+        names += [
+            n for n in timm_names()
+            if any(fnmatch.fnmatchcase(n, p) for p in inc)
+            and not any(fnmatch.fnmatchcase(n, p) for p in exc)
+        ]
+    return sorted(names)
+
+
+def get_backbone_spec(name: str) -> BackboneSpec:
+    """The :class:`BackboneSpec` registered as ``name`` (or a ``"timm/<model>"`` name).
+
+    Raises:
+        UnknownNameError: no such backbone; the message names the closest ones.
+    """
+    if isinstance(name, str) and name.startswith(TIMM_PREFIX):
+        from .timm_models import timm_spec
+
+        return timm_spec(name)
+    return BACKBONES.get(name)

@@ -1,0 +1,140 @@
+"""Any timm model as a backbone, under ``"timm/<model name>"`` (needs the ``timm`` extra).
+
+timm models are a namespace, not registry entries: they are looked up in timm when asked for,
+so importing transferkit never imports timm. Weights: a local file through
+``load_backbone(..., weights=path)``, or timm's pretrained tags (``"DEFAULT"``) when online.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from torch import Tensor, nn
+
+from ..errors import MissingDependencyError, UnknownNameError, WeightsUnavailableError
+from ..weights import _reachable, is_offline
+from ._api import TIMM_PREFIX
+from ._base import Backbone, BackboneSpec, DataConfig
+
+__all__ = ["TimmBackbone", "timm_names", "timm_spec", "import_timm"]
+
+
+def import_timm() -> Any:
+    try:
+        import timm
+    except ImportError:
+        raise MissingDependencyError(
+            "This backbone needs timm, which is not installed. Install it with "
+            'pip install "transferkit[timm]" (or pip install timm).'
+        ) from None
+    return timm
+
+
+@functools.lru_cache(maxsize=1)
+def timm_names() -> tuple[str, ...]:
+    """Every timm architecture as ``"timm/<name>"``."""
+    return tuple(TIMM_PREFIX + n for n in import_timm().list_models())
+
+
+def _data_config_from_timm(cfg: dict[str, Any]) -> DataConfig:
+    size = tuple(cfg.get("input_size", (3, 224, 224)))
+    crop_pct = float(cfg.get("crop_pct", 0.875))
+    return DataConfig(
+        input_size=size,  # type: ignore[arg-type]
+        resize_size=int(round(size[1] / crop_pct)),
+        mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
+        std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
+        interpolation=str(cfg.get("interpolation", "bilinear")),
+    )
+
+
+class TimmBackbone(Backbone):
+    """A timm model built with ``num_classes=0`` (its classifier removed).
+
+    ``forward_features`` returns timm's feature map ``(N, C, H, W)`` for convolutional models;
+    for token models (ViT, ...) it returns timm's pooled pre-logits vector ``(N, C)``.
+    """
+
+    def __init__(self, model: nn.Module, *, name: str, weights_tag: str | None) -> None:
+        cfg = getattr(model, "pretrained_cfg", None) or {}
+        super().__init__(
+            name=name,
+            num_features=int(model.num_features),
+            data_config=_data_config_from_timm(cfg),
+            weights_tag=weights_tag,
+        )
+        self.model = model
+        self.classifier_prefixes = tuple(
+            f"{c}." for c in [getattr(model, "default_cfg", {}).get("classifier", "")] if c
+        )
+        self.set_stages(_timm_stages(model))
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        f = self.model.forward_features(x)
+        fmt = getattr(self.model, "output_fmt", "NCHW")
+        if f.ndim == 4 and str(fmt).endswith("NHWC"):
+            return self.model.forward_head(f, pre_logits=True)
+        if f.ndim == 4:
+            return f
+        return self.model.forward_head(f, pre_logits=True)  # (N, C)
+
+
+def _timm_stages(model: nn.Module) -> dict[str, tuple[str, ...]]:
+    """Stages from timm's own coarse parameter groups (its layer-decay grouping).
+
+    Parameters are mapped to their owning modules, so that freezing a stage can also keep its
+    BatchNorm layers in eval mode. Models without ``group_matcher`` get one stage per child.
+    """
+    from ._base import children_stages
+
+    if not hasattr(model, "group_matcher"):
+        return children_stages(model)
+    from timm.models import group_parameters
+
+    groups = group_parameters(model, model.group_matcher(coarse=True))
+    modules = dict(model.named_modules())
+    stages: dict[str, tuple[str, ...]] = {}
+    seen: set[str] = set()
+    for i, (_, names) in enumerate(sorted(groups.items())):
+        paths: list[str] = []
+        for pname in names:
+            owner = pname.rpartition(".")[0]
+            path = owner if owner in modules and owner else pname
+            if path not in seen:
+                seen.add(path)
+                paths.append(f"model.{path}")
+        stages["stem" if i == 0 else f"stage{i}"] = tuple(paths)
+    return stages
+
+
+def timm_spec(name: str) -> BackboneSpec:
+    arch = name[len(TIMM_PREFIX):]
+    timm = import_timm()
+    if not timm.is_model(arch):
+        import difflib
+
+        close = difflib.get_close_matches(arch, timm.list_models(), n=3)
+        hint = f" Did you mean {', '.join(repr(TIMM_PREFIX + c) for c in close)}?" if close else ""
+        raise UnknownNameError(
+            f"Unknown backbone {name!r}: timm has no model {arch!r}.{hint} See "
+            "transferkit.list_backbones('timm/*')."
+        )
+
+    def build(*, weights: str | None = None, **kwargs: Any) -> Backbone:
+        pretrained = weights is not None
+        if pretrained and (is_offline() or not _reachable("https://huggingface.co")):
+            raise WeightsUnavailableError(
+                f"Cannot get timm's pretrained weights for {arch!r}: there is no network "
+                "connection and timm downloads them from the Hugging Face hub. Pass "
+                "weights=<path to a .pth or .safetensors state dict>, or set HF_HOME to a hub "
+                "cache that holds them."
+            )
+        tag = None if weights in (None, "DEFAULT") else weights
+        model = timm.create_model(
+            arch if tag is None else f"{arch}.{tag}", pretrained=pretrained, num_classes=0,
+            **kwargs,
+        )
+        return TimmBackbone(model, name=name, weights_tag=weights)
+
+    return BackboneSpec(name=name, builder=build, family="timm", description=f"timm {arch}")

@@ -1,0 +1,88 @@
+"""The head registry: a head is built from ``(in_features, num_classes, **options)``.
+
+A head receives the backbone's unpooled output, a map ``(N, C, H, W)`` or a vector ``(N, C)``,
+and owns its pooling, so that heads which need the spatial map (``vgg_classifier``) and heads
+which pool (``linear``) plug into any backbone alike.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from .._registry import Registry
+
+__all__ = ["HEADS", "HeadSpec", "register_head", "list_heads", "get_head_spec", "build_head"]
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """A registered head builder and what it needs.
+
+    Attributes:
+        name: registry name.
+        builder: ``builder(in_features, num_classes, **options) -> nn.Module``.
+        needs_map: the head uses the spatial map, not only pooled features (feature caches
+            then keep the map).
+        description: one line for listings.
+    """
+
+    name: str
+    builder: Callable[..., nn.Module]
+    needs_map: bool = False
+    description: str = ""
+
+
+HEADS: Registry[HeadSpec] = Registry("head", "list_heads")
+
+
+def register_head(
+    name: str, *, needs_map: bool = False, replace: bool = False
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register a head builder under ``name`` (a decorator); usable by name at once.
+
+    Example:
+        >>> import torch.nn as nn, transferkit as tk
+        >>> @tk.register_head("two_layer", replace=True)
+        ... def two_layer(in_features, num_classes, hidden=32):
+        ...     return nn.Sequential(tk.heads.GlobalPool(), nn.Linear(in_features, hidden),
+        ...                          nn.ReLU(), nn.Linear(hidden, num_classes))
+        >>> "two_layer" in tk.list_heads()
+        True
+    """
+
+    def make(fn: Callable[..., nn.Module]) -> HeadSpec:
+        doc = (fn.__doc__ or "").strip().split("\n")[0]
+        return HeadSpec(name=name, builder=fn, needs_map=needs_map, description=doc)
+
+    return HEADS.decorator(name, make, replace)
+
+
+def list_heads(include: str | None = None, exclude: str | None = None) -> list[str]:
+    """Sorted names of the registered heads, filtered by shell-style wildcards."""
+    return HEADS.names(include, exclude)
+
+
+def get_head_spec(name: str) -> HeadSpec:
+    """The :class:`HeadSpec` registered as ``name``; a miss names the closest heads."""
+    return HEADS.get(name)
+
+
+def build_head(name: str, in_features: int, num_classes: int, **options: Any) -> nn.Module:
+    """Build the head ``name``; unknown options raise a TypeError listing the accepted ones."""
+    spec = HEADS.get(name)
+    try:
+        bound = inspect.signature(spec.builder).bind(in_features, num_classes, **options)
+    except TypeError as exc:
+        params = [
+            p for p in list(inspect.signature(spec.builder).parameters)[2:] if p != "kwargs"
+        ]
+        raise TypeError(
+            f"Head {name!r} does not take these options {sorted(options)} ({exc}). "
+            f"It accepts: {params}."
+        ) from None
+    return spec.builder(*bound.args, **bound.kwargs)
