@@ -14,7 +14,10 @@ from .backbones import (
     list_backbones,
     register_backbone,
 )
+from .data import stratified_split
+from .finetune import EarlyStopping, finetune
 from .freeze import FreezeSummary, freeze, unfreeze
+from .history import History
 from .heads import get_head_spec, list_heads, register_head
 from .load_backbone import load_backbone
 from .replace_head import replace_head
@@ -26,9 +29,12 @@ __all__ = [
     "Backbone",
     "BackboneSpec",
     "DataConfig",
+    "EarlyStopping",
     "FreezeSummary",
+    "History",
     "TransferModel",
     "errors",
+    "finetune",
     "freeze",
     "get_backbone_spec",
     "get_head_spec",
@@ -38,5 +44,6 @@ __all__ = [
     "register_backbone",
     "register_head",
     "replace_head",
+    "stratified_split",
     "unfreeze",
 ]

@@ -1,0 +1,446 @@
+"""The training engine behind :func:`transferkit.finetune`.
+
+One epoch is: sample order (torch's DistributedSampler order, also for one process) -> batches
+(from memory, from DataLoader workers, or from the feature cache) -> forward, loss, backward,
+optimiser and schedule steps -> validation -> history record -> checkpoint -> callbacks.
+Phases (see :mod:`transferkit.strategies`) change what is frozen and rebuild the optimiser.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .checkpoint import LAST, atomic_save, load_checkpoint, rng_state, set_rng_state
+from .data import BatchPrep, Source, as_source, default_workers, fix_channels, resolve_device
+from .distributed import DistContext
+from .errors import TrainingError
+from .feature_cache import DEFAULT_MEMORY_BUDGET, FeatureCache, build_cache, cache_skip_reason
+from .finetune import FinetuneConfig
+from .history import History
+from .optim import make_optimizer, make_scheduler, param_groups
+from .strategies import Phase, apply_phase, plan_phases
+from .tasks import batch_correct, check_label_range, check_targets, make_loss
+from .transfer_model import TransferModel
+
+__all__ = ["Trainer"]
+
+
+class Trainer:
+    """Runs one ``finetune`` call. Attributes are public for callbacks to read."""
+
+    def __init__(self, model: TransferModel, train_data: Any, val_data: Any,
+                 config: FinetuneConfig) -> None:
+        self.model, self.cfg = model, config
+        self.device = resolve_device(config.device)
+        self.dist = DistContext.from_env(self.device)
+        if config.image_size is not None:
+            bb = model.backbone
+            bb.data_config = bb.data_config.with_image_size(config.image_size)
+        self.data_config = model.backbone.data_config
+        self.train_source = as_source(train_data, self.data_config, train=True,
+                                      augment=config.augment, transform=config.transform)
+        self.val_source = None if val_data is None else as_source(
+            val_data, self.data_config, train=False, augment=False, transform=config.transform)
+        self.phases = plan_phases(config.strategy, config.epochs, config.probe_epochs,
+                                  config.backbone_lr_mult)
+        self.history = History()
+        self.epoch = 0  # epochs completed over all phases
+        self._check_data()
+        self.criterion = make_loss(
+            config.task, label_smoothing=config.label_smoothing,
+            class_weights=config.class_weights, pos_weight=config.pos_weight,
+            targets=self.train_source.targets, num_classes=model.num_classes,
+        ).to(self.device)
+        self._early: dict[str, Any] = {"best": None, "epoch": None, "bad": 0, "state": None}
+        self.cache: FeatureCache | None = None
+        self.val_cache: FeatureCache | None = None
+        self.cache_forward_samples = 0  # samples the backbone saw while building caches
+
+    # -- checks before any training step -------------------------------------------------
+    def _check_data(self) -> None:
+        for name, src in (("training", self.train_source), ("validation", self.val_source)):
+            if src is None:
+                continue
+            check_targets(src.targets, self.cfg.task, self.model.num_classes, src.classes)
+            src.check_finite()
+            if src.X is not None:
+                fix_channels(src.X[:1].float(), self.data_config.in_chans)
+        del name
+
+    # -- the run -------------------------------------------------------------------------
+    def fit(self) -> History:
+        cfg, model = self.cfg, self.model
+        start_phase, start_epoch, resume_state = 0, 0, None
+        with _determinism(cfg.deterministic):
+            torch.manual_seed(cfg.seed)
+            model.to(self.device)
+            if self.channels_last:
+                model.to(memory_format=torch.channels_last)
+            if cfg.resume:
+                resume_state = self._load_resume()
+                if resume_state is not None:
+                    start_phase, start_epoch = resume_state["next"]
+            for p_idx in range(start_phase, len(self.phases)):
+                phase = self.phases[p_idx]
+                first = start_epoch if p_idx == start_phase else 0
+                stop = self._run_phase(p_idx, phase, first,
+                                       resume_state if p_idx == start_phase else None)
+                if stop:
+                    break
+            self._restore_best()
+            for cb in cfg.callbacks:
+                _call(cb, "on_train_end", self, self.history)
+        return self.history
+
+    @property
+    def channels_last(self) -> bool:
+        if self.cfg.channels_last is not None:
+            return bool(self.cfg.channels_last)
+        return self.device.type == "cuda" and self.model.backbone.feature_format == "map"
+
+    def _run_phase(self, p_idx: int, phase: Phase, first: int, resume: dict | None) -> bool:
+        cfg, model = self.cfg, self.model
+        apply_phase(model, model.backbone, phase, first, cfg.bn)
+        groups = param_groups(model, cfg.lr, cfg.weight_decay, phase.backbone_lr_mult,
+                              include_backbone=phase.backbone != "frozen")
+        self.optimizer = make_optimizer(cfg.optimizer, groups, cfg.lr, cfg.momentum)
+        steps = self._steps_per_epoch()
+        self.scheduler = make_scheduler(cfg.schedule, self.optimizer, phase.epochs * steps,
+                                        int(round(cfg.warmup_epochs * steps)))
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self._amp_dtype == torch.float16)
+        if resume is not None and resume.get("optimizer") is not None:
+            self.optimizer.load_state_dict(resume["optimizer"])
+            self.scheduler.load_state_dict(resume["scheduler"])
+            if resume.get("scaler"):
+                self.scaler.load_state_dict(resume["scaler"])
+        self._prepare_cache(phase)
+        prev_loss = None
+        for e in range(first, phase.epochs):
+            if phase.backbone == "gradual":
+                apply_phase(model, model.backbone, phase, e, cfg.bn)
+            record = self._epoch(phase, e)
+            converged = phase.until_converged and prev_loss is not None and (
+                prev_loss - record["train_loss"] < 1e-2 * abs(prev_loss))
+            prev_loss = record["train_loss"]
+            done = e + 1 == phase.epochs or converged
+            stop = self._early_stop(record)
+            self._checkpoint(p_idx, e + 1, done)
+            for cb in cfg.callbacks:
+                _call(cb, "on_epoch_end", self, record)
+            if stop:
+                self.history.stopped_early = True
+                return True
+            if converged:
+                break
+        self.cache = self.val_cache = None
+        return False
+
+    # -- one epoch ------------------------------------------------------------------------
+    def _epoch(self, phase: Phase, epoch_in_phase: int) -> dict[str, Any]:
+        cfg, model = self.cfg, self.model
+        for cb in cfg.callbacks:
+            _call(cb, "on_epoch_start", self, self.epoch)
+        t0 = time.perf_counter()
+        model.train()
+        if phase.backbone == "frozen":
+            model.backbone.eval()  # a frozen backbone computes fixed features: no dropout
+        forward = self.dist.wrap(model.head if self.cache is not None else self._compiled())
+        total_loss = correct = seen = 0.0
+        batches = self._train_batches()
+        n_batches = self._steps_per_epoch() * cfg.grad_accum_steps
+        bar = _progress(batches, n_batches, f"epoch {self.epoch + 1} ({phase.name})",
+                        cfg.progress and self.dist.is_main)
+        self.optimizer.zero_grad(set_to_none=True)
+        for i, (x, y) in enumerate(bar):
+            if cfg.task == "multiclass" and self.train_source.targets is None:
+                check_label_range(y, model.num_classes)
+            if self.channels_last and x.ndim == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with self._autocast():
+                out = forward(x)
+                loss = self.criterion(out.float(), y)
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"The loss became {loss.item()} at epoch {self.epoch + 1}, batch {i + 1}; "
+                    "training stopped. Lower lr, turn on clip_grad_norm, or check the data. "
+                    "The last checkpoint (if any) is intact."
+                )
+            self.scaler.scale(loss / cfg.grad_accum_steps).backward()
+            if (i + 1) % cfg.grad_accum_steps == 0 or i + 1 == n_batches:
+                self._step()
+            total_loss += loss.item() * len(y)
+            correct += batch_correct(cfg.task, out.detach(), y)
+            seen += len(y)
+            for cb in cfg.callbacks:
+                _call(cb, "on_batch_end", self, i, loss.item())
+            if hasattr(bar, "set_postfix") and i % 10 == 0:
+                bar.set_postfix(loss=f"{total_loss / seen:.4f}")
+        total_loss, correct, seen = self.dist.sum([total_loss, correct, seen])
+        seconds = time.perf_counter() - t0
+        record = {
+            "epoch": self.epoch, "phase": phase.name,
+            "train_loss": total_loss / max(seen, 1),
+            "train_accuracy": correct / max(seen, 1) if cfg.task != "regression" else None,
+            "lr": [g["lr"] for g in self.optimizer.param_groups],
+            "seconds": seconds, "images_per_second": seen / seconds if seconds else None,
+            "cached": self.cache is not None,
+        }
+        record.update(self._validate())
+        self.history.append(record)
+        self.epoch += 1
+        return record
+
+    def _step(self) -> None:
+        cfg = self.cfg
+        if cfg.clip_grad_norm is not None:
+            self.scaler.unscale_(self.optimizer)
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _train_batches(self):
+        cfg, src = self.cfg, self.train_source
+        order = src.indices(self.epoch, shuffle=True, seed=cfg.seed, rank=self.dist.rank,
+                            world=self.dist.world)
+        if self.cache is not None:
+            return self.cache.batches(self._cache_positions(order), batch_size=cfg.batch_size,
+                                      device=self.device, view=self.epoch)
+        prep = BatchPrep(self.data_config, train=True, augment=cfg.augment)
+        return src.batches(order, batch_size=cfg.batch_size, device=self.device, prep=prep,
+                           num_workers=self._workers(src))
+
+    def _cache_positions(self, order: list[int]) -> list[int]:
+        return order  # one process: cache position == sample index
+
+    def _steps_per_epoch(self) -> int:
+        src, cfg = self.train_source, self.cfg
+        if src.kind == "loader":
+            n_batches = len(src.loader)  # type: ignore[arg-type]
+        else:
+            per_rank = math.ceil(src.n / self.dist.world)
+            n_batches = math.ceil(per_rank / cfg.batch_size)
+        return math.ceil(n_batches / cfg.grad_accum_steps)
+
+    def _workers(self, src: Source) -> int:
+        return default_workers(src) if self.cfg.num_workers is None else self.cfg.num_workers
+
+    def _compiled(self):
+        if not self.cfg.compile:
+            return self.model
+        if not hasattr(self, "_compiled_model"):
+            self._compiled_model = torch.compile(self.model)
+        return self._compiled_model
+
+    # -- validation -----------------------------------------------------------------------
+    def _validate(self) -> dict[str, Any]:
+        if self.val_source is None:
+            return {}
+        model, cfg = self.model, self.cfg
+        was = model.training
+        model.eval()
+        total = correct = seen = 0.0
+        with torch.inference_mode(), self._autocast():
+            for x, y in self._val_batches():
+                out = (model.head(x) if self.val_cache is not None else model(x)).float()
+                total += self.criterion(out, y).item() * len(y)
+                correct += batch_correct(cfg.task, out, y)
+                seen += len(y)
+        model.train(was)
+        total, correct, seen = self.dist.sum([total, correct, seen])
+        out = {"val_loss": total / max(seen, 1)}
+        if cfg.task != "regression":
+            out["val_accuracy"] = correct / max(seen, 1)
+        return out
+
+    def _val_batches(self):
+        src, cfg = self.val_source, self.cfg
+        order = src.indices(0, shuffle=False, seed=0, rank=self.dist.rank,
+                            world=self.dist.world, pad=False)
+        if self.val_cache is not None:
+            return self.val_cache.batches(range(len(order)), batch_size=cfg.batch_size * 2,
+                                          device=self.device)
+        return src.batches(order, batch_size=cfg.batch_size * 2, device=self.device,
+                           prep=BatchPrep(self.data_config, train=False),
+                           num_workers=self._workers(src))
+
+    # -- feature cache --------------------------------------------------------------------
+    def _prepare_cache(self, phase: Phase) -> None:
+        cfg = self.cfg
+        self.cache = self.val_cache = None
+        if not cfg.cache_features or phase.backbone != "frozen":
+            return
+        reason = cache_skip_reason(self.model, self.train_source.kind, cfg.augment,
+                                   cfg.cache_views)
+        if reason is not None:
+            if self.dist.is_main and cfg.progress:
+                print(f"transferkit: feature cache off: {reason}.")
+            return
+        views = cfg.cache_views if cfg.augment else 1
+        dtype = torch.float16 if cfg.cache_dtype == "float16" else torch.float32
+        budget = cfg.cache_memory_budget or DEFAULT_MEMORY_BUDGET
+
+        def prep_for_view(v: int) -> BatchPrep:
+            return BatchPrep(self.data_config, train=cfg.augment, augment=cfg.augment)
+
+        src = self.train_source
+        order = src.indices(0, shuffle=False, seed=0, rank=self.dist.rank,
+                            world=self.dist.world, pad=False)
+        with _isolated_rng(cfg.seed):
+            self.cache = build_cache(
+                self.model, src, prep_for_view=prep_for_view, views=views,
+                batch_size=max(cfg.batch_size, 64), device=self.device, dtype=dtype,
+                memory_budget=budget, num_workers=self._workers(src),
+                order=order, autocast=self._autocast)
+        self.cache_forward_samples += len(order) * views
+        if self.val_source is not None:
+            vsrc = self.val_source
+            vorder = vsrc.indices(0, shuffle=False, seed=0, rank=self.dist.rank,
+                                  world=self.dist.world, pad=False)
+            self.val_cache = build_cache(
+                self.model, vsrc, prep_for_view=lambda v: BatchPrep(self.data_config,
+                                                                    train=False),
+                views=1, batch_size=max(cfg.batch_size, 64), device=self.device, dtype=dtype,
+                memory_budget=budget, num_workers=self._workers(vsrc), order=vorder,
+                autocast=self._autocast)
+
+    # -- amp ------------------------------------------------------------------------------
+    @property
+    def _amp_dtype(self) -> torch.dtype | None:
+        amp = self.cfg.amp
+        if not amp:
+            return None
+        if amp == "bf16" or self.device.type != "cuda":
+            return torch.bfloat16
+        return torch.float16
+
+    def _autocast(self):
+        dtype = self._amp_dtype
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    # -- early stopping -------------------------------------------------------------------
+    def _early_stop(self, record: dict[str, Any]) -> bool:
+        es = self.cfg.early_stopping
+        if es is None:
+            return False
+        value = record.get(es.metric)
+        if value is None:
+            raise ValueError(
+                f"early_stopping: metric {es.metric!r} is not in the history; available: "
+                f"{sorted(k for k, v in record.items() if isinstance(v, float))}. Pass val_data "
+                "for validation metrics."
+            )
+        best = self._early["best"]
+        better = best is None or (value < best - es.min_delta if es.resolved_mode == "min"
+                                  else value > best + es.min_delta)
+        if better:
+            self._early.update(best=value, epoch=record["epoch"], bad=0,
+                               state=copy.deepcopy(self.model.state_dict()))
+        else:
+            self._early["bad"] += 1
+        return self._early["bad"] >= es.patience
+
+    def _restore_best(self) -> None:
+        if self.cfg.early_stopping is not None and self._early["state"] is not None:
+            self.model.load_state_dict(self._early["state"])
+            self.history.best_epoch = self._early["epoch"]
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def _checkpoint(self, p_idx: int, phase_epoch: int, phase_done: bool) -> None:
+        if self.cfg.checkpoint_dir is None or not self.dist.is_main:
+            return
+        model = self.model
+        state = {
+            "format": "transferkit-checkpoint", "version": 1,
+            "strategy": self.cfg.strategy,
+            "model": model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "epoch": self.epoch, "phase_index": p_idx, "phase_epoch": phase_epoch,
+            "phase_done": phase_done,
+            "rng": rng_state(),
+            "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
+            "frozen_bn": sorted(model.backbone._frozen_bn),
+            "history": self.history.to_list(),
+            "early": {k: v for k, v in self._early.items()},
+        }
+        atomic_save(state, Path(self.cfg.checkpoint_dir) / LAST)
+
+    def _load_resume(self) -> dict[str, Any] | None:
+        path = Path(self.cfg.checkpoint_dir) / LAST  # type: ignore[arg-type]
+        if not path.exists():
+            return None
+        ck = load_checkpoint(path)
+        if ck["strategy"] != self.cfg.strategy:
+            raise ValueError(
+                f"finetune: the checkpoint in {str(path)!r} comes from strategy "
+                f"{ck['strategy']!r}, not {self.cfg.strategy!r}; resume with the same options."
+            )
+        model = self.model
+        model.load_state_dict(ck["model"])
+        for n, p in model.named_parameters():
+            p.requires_grad_(ck["requires_grad"].get(n, p.requires_grad))
+        model.backbone._frozen_bn = set(ck["frozen_bn"])
+        self.history = History(ck["history"])
+        self.epoch = ck["epoch"]
+        self._early = dict(ck["early"])
+        set_rng_state(ck["rng"])
+        if ck["phase_done"]:
+            return {"next": (ck["phase_index"] + 1, 0)}
+        return {"next": (ck["phase_index"], ck["phase_epoch"]), "optimizer": ck["optimizer"],
+                "scheduler": ck["scheduler"], "scaler": ck["scaler"]}
+
+
+def _call(obj: Any, hook: str, *args: Any) -> None:
+    fn = getattr(obj, hook, None)
+    if callable(fn):
+        fn(*args)
+
+
+def _progress(iterable, total: int, desc: str, enabled: bool):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
+@contextlib.contextmanager
+def _determinism(on: bool):
+    if not on:
+        yield
+        return
+    prev = torch.are_deterministic_algorithms_enabled()
+    prev_bench = torch.backends.cudnn.benchmark
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev)
+        torch.backends.cudnn.benchmark = prev_bench
+
+
+@contextlib.contextmanager
+def _isolated_rng(seed: int):
+    """Run with a fixed seed and leave the global random state as it was (resume-safe)."""
+    state = torch.get_rng_state()
+    torch.manual_seed(seed + 1_000_003)
+    try:
+        yield
+    finally:
+        torch.set_rng_state(state)
+
+

@@ -1,0 +1,376 @@
+"""Data in: a Dataset, a DataLoader, a pair ``(X, y)`` or an image folder, as ready batches.
+
+Two paths, chosen from what comes in:
+
+- **Tensors** (``(X, y)``, a ``TensorDataset``, a dataset with ``.data``/``.targets`` tensors,
+  or a ``Subset`` of one): batches are sliced from memory and preprocessed *as batches* on the
+  device by :class:`BatchPrep` (resize, centre crop or random resized crop + flip, grey to RGB,
+  normalisation). ``uint8`` pixels are scaled to [0, 1]; float pixels are taken to be in [0, 1].
+- **Samples** (an image folder, a dataset of PIL images): torchvision transforms per sample in
+  DataLoader workers, from the backbone's ``data_config``.
+
+A ``DataLoader`` is used as it is: its batches are already what the user wants the model to see
+(only a single grey channel is repeated to three).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, TensorDataset
+
+from .backbones import DataConfig
+from .errors import DataError
+
+__all__ = [
+    "BatchPrep",
+    "Source",
+    "as_source",
+    "iter_eval_batches",
+    "resolve_device",
+    "sample_transform",
+    "stratified_split",
+]
+
+_INTERP = {"bilinear": "bilinear", "bicubic": "bicubic", "nearest": "nearest"}
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` as a ``torch.device``; ``None`` means CUDA when present, else the CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+# -- preprocessing ---------------------------------------------------------------------------
+class BatchPrep:
+    """Preprocess a batch ``(N, C, h, w)`` on its device for a backbone's ``data_config``.
+
+    Args:
+        config: the backbone's data config (crop and resize size, mean, std, channels).
+        train: random resized crop + horizontal flip when ``augment`` too; else resize and
+            centre crop as in evaluation.
+        augment: whether to augment in training.
+        normalize: subtract mean and divide by std (turn off when the data is already normalised).
+        scale: area range of the random resized crop.
+    """
+
+    def __init__(self, config: DataConfig, *, train: bool, augment: bool = True,
+                 normalize: bool = True, scale: tuple[float, float] = (0.35, 1.0)) -> None:
+        self.config = config
+        self.train = train
+        self.augment = augment
+        self.normalize = normalize
+        self.scale = scale
+        self.mode = _INTERP.get(config.interpolation, "bilinear")
+
+    def __call__(self, x: Tensor) -> Tensor:
+        x = to_float_pixels(x)
+        x = fix_channels(x, self.config.in_chans)
+        if self.train and self.augment:
+            x = self._random_resized_crop_flip(x)
+        else:
+            x = self._resize_center_crop(x)
+        if self.normalize:
+            mean = torch.tensor(self.config.mean, device=x.device, dtype=x.dtype)
+            std = torch.tensor(self.config.std, device=x.device, dtype=x.dtype)
+            x = (x - mean[:, None, None]) / std[:, None, None]
+        return x
+
+    def _resize_center_crop(self, x: Tensor) -> Tensor:
+        crop, resize = self.config.crop_size, self.config.resize_size
+        h, w = x.shape[-2:]
+        if (h, w) == (crop, crop) and resize == crop:
+            return x
+        s = resize / min(h, w)
+        size = (max(crop, round(h * s)), max(crop, round(w * s)))
+        x = F.interpolate(x, size=size, mode=self.mode, align_corners=False, antialias=s < 1)
+        top, left = (size[0] - crop) // 2, (size[1] - crop) // 2
+        return x[..., top:top + crop, left:left + crop]
+
+    def _random_resized_crop_flip(self, x: Tensor) -> Tensor:
+        n, crop = x.shape[0], self.config.crop_size
+        area = torch.empty(n).uniform_(*self.scale)
+        log_ratio = torch.empty(n).uniform_(math.log(3 / 4), math.log(4 / 3))
+        ratio = log_ratio.exp()
+        w = (area * ratio).sqrt().clamp(max=1.0)  # fraction of the width kept
+        h = (area / ratio).sqrt().clamp(max=1.0)
+        tx = (torch.rand(n) * 2 - 1) * (1 - w)
+        ty = (torch.rand(n) * 2 - 1) * (1 - h)
+        flip = torch.where(torch.rand(n) < 0.5, -1.0, 1.0)
+        theta = torch.zeros(n, 2, 3)
+        theta[:, 0, 0], theta[:, 0, 2] = w * flip, tx
+        theta[:, 1, 1], theta[:, 1, 2] = h, ty
+        theta = theta.to(device=x.device, dtype=x.dtype)
+        grid = F.affine_grid(theta, [n, x.shape[1], crop, crop], align_corners=False)
+        mode = "bilinear" if self.mode == "bicubic" else self.mode
+        return F.grid_sample(x, grid, mode=mode, padding_mode="reflection", align_corners=False)
+
+
+def to_float_pixels(x: Tensor) -> Tensor:
+    """``uint8`` pixels to float in [0, 1]; floats pass through."""
+    if x.dtype == torch.uint8:
+        return x.float().div_(255)
+    return x if x.is_floating_point() else x.float()
+
+
+def fix_channels(x: Tensor, in_chans: int) -> Tensor:
+    """Repeat a single grey channel to ``in_chans``; other mismatches raise a clear error."""
+    if x.ndim == 3:
+        raise DataError(
+            f"Expected a batch of images (N, C, H, W), got shape {tuple(x.shape)}. Add the "
+            "channel axis: X[:, None] for grey images (N, H, W)."
+        )
+    c = x.shape[1]
+    if c == in_chans:
+        return x
+    if c == 1:
+        return x.expand(-1, in_chans, -1, -1)
+    raise DataError(
+        f"Images have {c} channels but the backbone takes {in_chans} (or 1, repeated). Convert "
+        f"the images to {in_chans} channels (RGB) first."
+    )
+
+
+def sample_transform(config: DataConfig, *, train: bool, augment: bool = True):
+    """torchvision v2 transforms for PIL images (image folders), from ``config``."""
+    from torchvision.transforms import InterpolationMode, v2
+
+    interp = InterpolationMode(config.interpolation)
+    head = [v2.RGB()] if config.in_chans == 3 else [v2.Grayscale(config.in_chans)]
+    if train and augment:
+        geo = [v2.RandomResizedCrop(config.crop_size, interpolation=interp, antialias=True),
+               v2.RandomHorizontalFlip()]
+    else:
+        geo = [v2.Resize(config.resize_size, interpolation=interp, antialias=True),
+               v2.CenterCrop(config.crop_size)]
+    tail = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(list(config.mean), list(config.std))]
+    return v2.Compose(head + geo + tail)
+
+
+# -- sources ---------------------------------------------------------------------------------
+class _Transformed(Dataset):
+    def __init__(self, dataset: Dataset, transform: Any) -> None:
+        self.dataset, self.transform = dataset, transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int):
+        x, y = self.dataset[i][:2]
+        return self.transform(x), y
+
+
+@dataclass
+class Source:
+    """Where batches come from: tensors in memory, samples through a DataLoader, or a loader.
+
+    ``kind`` is ``"tensor"``, ``"samples"`` or ``"loader"``. ``targets`` is known for tensor
+    sources and for datasets that expose ``.targets``.
+    """
+
+    kind: str
+    n: int
+    X: Tensor | None = None
+    targets: Tensor | None = None
+    dataset: Dataset | None = None
+    loader: DataLoader | None = None
+    classes: list[str] | None = None
+    transform: Any = None
+
+    def indices(self, epoch: int, *, shuffle: bool, seed: int, rank: int = 0,
+                world: int = 1, pad: bool = True) -> list[int]:
+        """Sample order of one epoch: torch's DistributedSampler order (also with one process).
+
+        With ``pad=False`` (evaluation) each sample appears on exactly one rank.
+        """
+        if not pad:
+            return list(range(self.n))[rank::world]
+        sampler = DistributedSampler(range(self.n), num_replicas=world, rank=rank,
+                                     shuffle=shuffle, seed=seed)
+        sampler.set_epoch(epoch)
+        return list(sampler)
+
+    def batches(self, order: Sequence[int], *, batch_size: int, device: torch.device,
+                prep: BatchPrep | None, num_workers: int = 0,
+                drop_last: bool = False) -> Iterator[tuple[Tensor, Tensor]]:
+        """``(inputs, targets)`` on ``device``, preprocessed, in ``order``."""
+        if self.kind == "loader":
+            for x, y in self.loader:  # type: ignore[union-attr]
+                x = x.to(device, non_blocking=True)
+                yield fix_channels(x, prep.config.in_chans) if prep else x, y.to(device)
+            return
+        if self.kind == "tensor":
+            idx = torch.as_tensor(list(order), dtype=torch.long)
+            stop = len(idx) - (len(idx) % batch_size if drop_last else 0)
+            for i in range(0, stop, batch_size):
+                b = idx[i:i + batch_size]
+                x = self.X[b].to(device, non_blocking=True)  # type: ignore[index]
+                y = self.targets[b].to(device, non_blocking=True)  # type: ignore[index]
+                yield (prep(x) if prep else x), y
+            return
+        ds = self.dataset if self.transform is None else _Transformed(self.dataset, self.transform)
+        loader = DataLoader(
+            Subset(ds, list(order)), batch_size=batch_size, shuffle=False,
+            num_workers=num_workers, pin_memory=device.type == "cuda", drop_last=drop_last,
+            persistent_workers=False,
+        )
+        for x, y in loader:
+            x = x.to(device, non_blocking=True)
+            # Samples already transformed (folders) only need channels; raw tensors need all.
+            x = fix_channels(x, prep.config.in_chans) if self.transform is not None else (
+                prep(x) if prep else x)
+            yield x, torch.as_tensor(y).to(device)
+
+    def check_finite(self) -> None:
+        """Fail on NaN or infinite pixels (tensor sources are checked whole)."""
+        if self.X is not None and self.X.is_floating_point() and not torch.isfinite(self.X).all():
+            bad = (~torch.isfinite(self.X.flatten(1))).any(1).nonzero().flatten()[:5].tolist()
+            raise DataError(
+                f"The inputs hold NaN or infinite values (first bad samples: {bad}). Clean or "
+                "drop those samples before training."
+            )
+
+
+def _tensor_parts(data: Any) -> tuple[Tensor, Tensor, list[str] | None] | None:
+    """``(X, targets, classes)`` when ``data`` is held in memory as tensors, else ``None``."""
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        X, y = (torch.as_tensor(np.asarray(a)) if not isinstance(a, Tensor) else a for a in data)
+        return X, y, None
+    if isinstance(data, TensorDataset) and len(data.tensors) >= 2:
+        return data.tensors[0], data.tensors[1], None
+    if isinstance(data, Subset):
+        inner = _tensor_parts(data.dataset)
+        if inner is not None:
+            idx = torch.as_tensor(list(data.indices), dtype=torch.long)
+            return inner[0][idx], inner[1][idx], inner[2]
+        return None
+    X, y = getattr(data, "data", None), getattr(data, "targets", None)
+    if isinstance(data, Dataset) and isinstance(X, Tensor) and X.ndim == 4 and y is not None:
+        return X, torch.as_tensor(y), list(getattr(data, "classes", []) or []) or None
+    return None
+
+
+def as_source(data: Any, config: DataConfig, *, train: bool, augment: bool = True,
+              transform: Any = None) -> Source:
+    """Classify ``data`` into a :class:`Source` (see the module docstring)."""
+    if data is None:
+        raise DataError("No data was given: pass a Dataset, a DataLoader, (X, y) or a folder.")
+    if isinstance(data, DataLoader):
+        return Source("loader", n=len(data.dataset), loader=data)  # type: ignore[arg-type]
+    if isinstance(data, (str, os.PathLike)):
+        return _folder_source(Path(data), config, train=train, augment=augment,
+                              transform=transform)
+    parts = _tensor_parts(data) if transform is None else None
+    if parts is not None:
+        X, y, classes = parts
+        if len(X) != len(y):
+            raise DataError(f"X has {len(X)} samples but y has {len(y)}; they must match.")
+        if X.ndim == 3:  # (N, H, W) grey images
+            X = X[:, None]
+        y = y.long() if not y.is_floating_point() else y
+        return _non_empty(Source("tensor", n=len(X), X=X, targets=y, classes=classes))
+    if not isinstance(data, Dataset):
+        raise TypeError(
+            "Data must be a torch Dataset, a DataLoader, a pair (X, y) of tensors or arrays, "
+            f"or a path to an image folder; got {type(data).__name__}."
+        )
+    targets = getattr(data, "targets", None)
+    tf = transform
+    if tf is None and len(data) > 0 and not isinstance(data[0][0], Tensor):  # type: ignore
+        tf = sample_transform(config, train=train, augment=augment)
+    return _non_empty(Source(
+        "samples", n=len(data), dataset=data, transform=tf,  # type: ignore[arg-type]
+        targets=torch.as_tensor(targets) if targets is not None else None,
+        classes=list(getattr(data, "classes", []) or []) or None,
+    ))
+
+
+def _folder_source(root: Path, config: DataConfig, *, train: bool, augment: bool,
+                   transform: Any) -> Source:
+    from torchvision.datasets import ImageFolder
+
+    if not root.is_dir():
+        raise DataError(
+            f"Image folder {str(root)!r} does not exist. Expected the ImageFolder layout: "
+            "root/<class name>/<image files>."
+        )
+    try:
+        ds = ImageFolder(str(root))
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise DataError(f"Cannot read {str(root)!r} as an image folder: {exc}") from None
+    tf = transform or sample_transform(config, train=train, augment=augment)
+    return _non_empty(Source("samples", n=len(ds), dataset=ds, transform=tf,
+                             targets=torch.as_tensor(ds.targets), classes=list(ds.classes)))
+
+
+def _non_empty(source: Source) -> Source:
+    if source.n == 0:
+        raise DataError("The dataset is empty: there is nothing to train or evaluate on.")
+    return source
+
+
+def iter_eval_batches(data: Any, model: Any, *, batch_size: int = 64,
+                      num_workers: int | None = None, device: torch.device | str | None = None,
+                      rank: int = 0, world: int = 1) -> Iterator[tuple[Tensor, Tensor]]:
+    """Evaluation batches ``(inputs, targets)``, preprocessed for ``model`` and on ``device``.
+
+    With ``world > 1`` this rank gets every ``world``-th sample, so that every sample is
+    evaluated exactly once across ranks.
+    """
+    config = model.backbone.data_config
+    source = as_source(data, config, train=False, augment=False)
+    dev = resolve_device(device)
+    order = source.indices(0, shuffle=False, seed=0, rank=rank, world=world, pad=False)
+    workers = default_workers(source) if num_workers is None else num_workers
+    yield from source.batches(order, batch_size=batch_size, device=dev,
+                              prep=BatchPrep(config, train=False), num_workers=workers)
+
+
+def default_workers(source: Source) -> int:
+    """DataLoader workers: none for tensors in memory, otherwise up to 4 (keep cores busy)."""
+    if source.kind != "samples":
+        return 0
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def stratified_split(data: Any, val_fraction: float = 0.2, *, seed: int = 0
+                     ) -> tuple[Subset, Subset]:
+    """A seeded, stratified train/validation split of a dataset with targets (or ``(X, y)``).
+
+    Example:
+        >>> import torch, transferkit as tk
+        >>> X, y = torch.rand(20, 3, 8, 8), torch.arange(20) % 2
+        >>> train, val = tk.stratified_split((X, y), 0.25, seed=0)
+        >>> len(train), len(val)
+        (15, 5)
+    """
+    from sklearn.model_selection import train_test_split
+
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"stratified_split: val_fraction must be in (0, 1), got {val_fraction}.")
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        X, y = (torch.as_tensor(np.asarray(a)) if not isinstance(a, Tensor) else a for a in data)
+        data = TensorDataset(X, y)
+        targets = y
+    else:
+        targets = getattr(data, "targets", None)
+        if targets is None:
+            parts = _tensor_parts(data)
+            targets = parts[1] if parts else None
+    if targets is None:
+        raise DataError("stratified_split needs labels: a dataset with .targets, or (X, y).")
+    y_np = np.asarray(torch.as_tensor(targets))
+    idx = np.arange(len(y_np))
+    tr, va = train_test_split(idx, test_size=val_fraction, random_state=seed, stratify=y_np)
+    return Subset(data, sorted(tr.tolist())), Subset(data, sorted(va.tolist()))

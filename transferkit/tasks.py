@@ -1,0 +1,98 @@
+"""The three tasks: their losses, their target checks, and their running training metric."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .errors import DataError
+
+__all__ = ["TASKS", "make_loss", "check_targets", "batch_correct"]
+
+TASKS = ("multiclass", "multilabel", "regression")
+
+
+def check_targets(targets: Tensor | None, task: str, num_classes: int,
+                  classes: list[str] | None = None) -> None:
+    """Fail before training on labels that the head cannot learn."""
+    if classes is not None and task == "multiclass" and len(classes) != num_classes:
+        raise DataError(
+            f"The data has {len(classes)} classes ({classes[:5]}{'...' if len(classes) > 5 else ''})"
+            f" but the head has {num_classes} outputs. Rebuild the head with "
+            f"replace_head(model, num_classes={len(classes)})."
+        )
+    if targets is None:
+        return
+    if task == "multiclass":
+        check_label_range(targets, num_classes)
+    elif task == "multilabel" and (targets.ndim != 2 or targets.shape[1] != num_classes):
+        raise DataError(
+            f"Multilabel targets must have shape (N, {num_classes}) (one 0/1 column per class), "
+            f"got {tuple(targets.shape)}."
+        )
+    if targets.is_floating_point() and not torch.isfinite(targets).all():
+        raise DataError("The targets hold NaN or infinite values; clean them before training.")
+
+
+def check_label_range(y: Tensor, num_classes: int) -> None:
+    """Multiclass labels must be integers in ``[0, num_classes)``."""
+    if y.is_floating_point():
+        raise DataError(
+            f"Multiclass labels must be integers, got {y.dtype}. Use task='regression' for "
+            "real-valued targets."
+        )
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        bad = y[(y < 0) | (y >= num_classes)].unique()[:5].tolist()
+        raise DataError(
+            f"Labels must be in [0, {num_classes}) for a head with {num_classes} classes; found "
+            f"{bad}. Relabel the data, or rebuild the head with replace_head(model, "
+            f"num_classes={max(int(y.max()) + 1, num_classes)})."
+        )
+
+
+def make_loss(task: str, *, label_smoothing: float = 0.0, class_weights: Any = None,
+              pos_weight: Any = None, targets: Tensor | None = None,
+              num_classes: int | None = None) -> nn.Module:
+    """The loss of ``task``; ``class_weights="balanced"`` uses inverse class frequencies."""
+    if task == "multiclass":
+        weight = None
+        if isinstance(class_weights, str):
+            if class_weights != "balanced":
+                raise ValueError(
+                    f"finetune: class_weights must be 'balanced', a sequence or None, got "
+                    f"{class_weights!r}."
+                )
+            if targets is None:
+                raise DataError("class_weights='balanced' needs the labels up front: pass a "
+                                "dataset with .targets, or (X, y).")
+            counts = torch.bincount(targets.long(), minlength=num_classes).float()
+            weight = counts.sum() / (len(counts) * counts.clamp(min=1))
+        elif class_weights is not None:
+            weight = torch.as_tensor(class_weights, dtype=torch.float32)
+        return nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
+    if task == "multilabel":
+        pw = None if pos_weight is None else torch.as_tensor(pos_weight, dtype=torch.float32)
+        return nn.BCEWithLogitsLoss(pos_weight=pw)
+    if task == "regression":
+        return _MSE()
+    raise ValueError(f"finetune: task must be one of {list(TASKS)}, got {task!r}.")
+
+
+class _MSE(nn.Module):
+    """Mean squared error that accepts a ``(N, 1)`` output for ``(N,)`` targets."""
+
+    def forward(self, out: Tensor, y: Tensor) -> Tensor:
+        if out.ndim == 2 and out.shape[1] == 1 and y.ndim == 1:
+            out = out[:, 0]
+        return nn.functional.mse_loss(out, y.to(out.dtype))
+
+
+def batch_correct(task: str, out: Tensor, y: Tensor) -> float:
+    """Correct predictions in a batch: top-1 hits, or exact multilabel matches at 0.5."""
+    if task == "multiclass":
+        return float((out.argmax(1) == y).sum())
+    if task == "multilabel":
+        return float(((out > 0) == (y > 0.5)).all(1).sum())
+    return float("nan")
