@@ -79,3 +79,7 @@ class WeightsPackageNotFoundError(WeightsUnavailableError, ModuleNotFoundError):
 
 class MissingDependencyError(TransferkitError, ModuleNotFoundError):
     """An optional dependency (such as timm) that the requested feature needs is missing."""
+
+
+class ModelFormatError(TransferkitError, ValueError):
+    """A file that is not a model saved by ``transferkit.save`` (or is damaged)."""

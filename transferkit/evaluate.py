@@ -1,0 +1,186 @@
+"""``evaluate``: run a model over data once, without gradients, and report every metric."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from .data import iter_eval_batches, resolve_device
+from .distributed import DistContext
+from .errors import DataError
+from .metrics import TASKS, EvalReport, _check_options, compute_report
+
+__all__ = ["evaluate", "infer_task", "inference_context"]
+
+_AMP = (False, True, "bf16", "fp16")
+
+
+@contextmanager
+def inference_context(model: nn.Module, device: torch.device) -> Iterator[nn.Module]:
+    """``model`` in eval mode on ``device`` under ``torch.inference_mode``.
+
+    Afterwards every submodule gets back its own train/eval flag (frozen BatchNorm layers of a
+    training model stay in eval mode) and the model goes back to the device it was on.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    first = next(model.parameters(), None)
+    home = first.device if first is not None else None
+    model.eval()
+    model.to(device)
+    try:
+        with torch.inference_mode():
+            yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+        if home is not None and home != device:
+            model.to(home)
+
+
+def infer_task(model: nn.Module, outputs: Tensor, targets: Tensor) -> str:
+    """The task of an evaluation when none is given.
+
+    In order: the model's own ``task`` attribute (set by training); targets with the shape of
+    the outputs ``(N, K)``, ``K > 1``, are multi-hot labels -> ``"multilabel"``; float targets
+    with a one-output model -> ``"regression"``; everything else -> ``"multiclass"``.
+    """
+    task = getattr(model, "task", None)
+    if task in TASKS:
+        return task
+    k = outputs.shape[1] if outputs.ndim == 2 else 1
+    if targets.ndim == 2 and tuple(targets.shape) == tuple(outputs.shape) and k > 1:
+        return "multilabel"
+    if targets.is_floating_point() and k == 1 and (targets.ndim == 1 or targets.shape[1] == 1):
+        return "regression"
+    return "multiclass"
+
+
+def _batches(data: Any, model: nn.Module, batch_size: int, num_workers: int | None,
+             device: torch.device, rank: int = 0, world: int = 1
+             ) -> Iterable[tuple[Tensor, Tensor]]:
+    if hasattr(model, "backbone"):
+        return iter_eval_batches(data, model, batch_size=batch_size, num_workers=num_workers,
+                                 device=device, rank=rank, world=world)
+    if isinstance(data, DataLoader):  # a plain module: the loader's batches are ready as they are
+        return ((x.to(device), y.to(device)) for x, y in data)
+    raise TypeError(
+        f"evaluate: {type(model).__name__} is not a TransferModel, so there is no data_config "
+        "to preprocess with. Pass a TransferModel, or a DataLoader of ready (inputs, targets) "
+        "batches."
+    )
+
+
+def _autocast(device: torch.device, amp: bool | str) -> Any:
+    if amp not in _AMP:
+        raise ValueError(f"evaluate: amp must be one of {list(_AMP)}, got {amp!r}.")
+    half = torch.float16 if amp == "fp16" or (amp is True and device.type == "cuda") else (
+        torch.bfloat16)
+    return torch.autocast(device.type, dtype=half, enabled=bool(amp))
+
+
+def _gather(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], device: torch.device,
+            amp: bool | str, progress: bool, allow_empty: bool = False
+            ) -> tuple[Tensor, Tensor]:
+    from tqdm.auto import tqdm
+
+    outs: list[Tensor] = []
+    ys: list[Tensor] = []
+    with tqdm(desc="evaluate", unit="img", disable=not progress, leave=False) as bar:
+        for x, y in batches:
+            with _autocast(device, amp):
+                out = model(x)
+            outs.append(out.float().cpu())
+            ys.append(torch.as_tensor(y).cpu())
+            bar.update(len(x))
+    if not outs and allow_empty:  # a distributed rank whose shard is empty (N < world)
+        return torch.empty(0), torch.empty(0)
+    if not outs:
+        raise DataError("evaluate: the data gave no batches; there is nothing to evaluate.")
+    return torch.cat(outs), torch.cat(ys)
+
+
+def _class_names(given: Sequence[str] | None, model: nn.Module, data: Any,
+                 k: int) -> list[str] | None:
+    for names in (given, getattr(model, "class_names", None), getattr(data, "classes", None)):
+        if names is not None and (given is names or len(names) == k):
+            return list(names)
+    return None
+
+
+def evaluate(
+    model: nn.Module,
+    data: Any,
+    *,
+    task: str | None = None,
+    top_k: Sequence[int] = (1, 5),
+    batch_size: int = 64,
+    num_workers: int | None = None,
+    device: str | torch.device | None = None,
+    amp: bool | str = False,
+    progress: bool = True,
+    class_names: Sequence[str] | None = None,
+) -> EvalReport:
+    """Evaluate ``model`` on ``data``: one pass in eval mode, then :func:`compute_report`.
+
+    Args:
+        model: a :class:`TransferModel` (or any module, with a ``DataLoader`` of ready batches).
+        data: a ``Dataset``, a ``DataLoader`` (used as it is), ``(X, y)`` tensors or an image
+            folder; preprocessed for evaluation from the backbone's ``data_config`` (resize,
+            centre crop, normalise).
+        task: ``"multiclass"``, ``"multilabel"`` or ``"regression"``; ``None`` takes
+            ``model.task`` when set, else guesses from the targets (see :func:`infer_task`).
+        top_k: top-k accuracies to report (``k >= num_classes`` is skipped).
+        batch_size, num_workers: batching of the data (workers: ``None`` picks a default).
+        device: where to run; ``None``: CUDA when present, else the CPU. The model returns to
+            its own device and train/eval mode afterwards.
+        amp: mixed precision: ``True`` (fp16 on CUDA, bf16 on the CPU), ``"bf16"``, ``"fp16"``.
+        progress: show a tqdm progress bar.
+        class_names: names for the per-class figures (default: ``model.class_names``, then
+            ``data.classes``).
+
+    Returns:
+        An :class:`EvalReport` with ``seconds`` and ``images_per_second`` of the pass. Under
+        ``torchrun`` each process evaluates every ``world``-th sample and every rank returns
+        the report of the whole data (see ``docs/distributed.md``).
+
+    Example:
+        >>> import torch, transferkit as tk
+        >>> model = tk.replace_head(tk.load_backbone("resnet18"), num_classes=3)
+        >>> X, y = torch.rand(6, 3, 32, 32), torch.tensor([0, 1, 2] * 2)
+        >>> report = tk.evaluate(model, (X, y), progress=False)
+        >>> report.n_samples
+        6
+    """
+    if task is not None and task not in TASKS:
+        raise ValueError(f"evaluate: task must be None or one of {list(TASKS)}, got {task!r}.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"evaluate: batch_size must be an int >= 1, got {batch_size!r}.")
+    _check_options(top_k, (0.5,), 15)
+    dist = DistContext.from_env(resolve_device(device))
+    dev = dist.device  # cuda:LOCAL_RANK under torchrun
+    # Under torchrun each rank evaluates samples rank::world (each sample once); a DataLoader
+    # is used whole on every rank, as it is.
+    shard = dist.is_distributed and hasattr(model, "backbone") and not isinstance(
+        data, DataLoader)
+    start = time.perf_counter()
+    with inference_context(model, dev):
+        batches = _batches(data, model, batch_size, num_workers, dev,
+                           *((dist.rank, dist.world) if shard else (0, 1)))
+        outputs, targets = _gather(model, batches, dev, amp, progress and dist.is_main,
+                                   allow_empty=shard)
+    if shard:  # every rank gets every sample's output, in the data's order
+        outputs, targets = dist.unshard(outputs), dist.unshard(targets)
+    seconds = time.perf_counter() - start
+    task = task or infer_task(model, outputs, targets)
+    k = outputs.shape[1] if outputs.ndim == 2 else 1
+    names = _class_names(class_names, model, data, k) if task != "regression" else None
+    report = compute_report(targets, outputs, task=task, top_k=top_k, class_names=names)
+    report.seconds = seconds
+    report.images_per_second = len(targets) / seconds if seconds > 0 else None
+    return report

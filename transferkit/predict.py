@@ -1,0 +1,184 @@
+"""``predict``: class predictions for images, image files or tensors."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .backbones import DataConfig
+from .data import BatchPrep, fix_channels, resolve_device, sample_transform
+from .errors import DataError
+from .evaluate import inference_context
+
+__all__ = ["predict", "Prediction", "eval_transform"]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The prediction for one input.
+
+    Attributes:
+        index: the predicted class (highest probability).
+        class_name: its name, when the model knows its class names, else ``None``.
+        probability: its probability (softmax; sigmoid for a multilabel model).
+        top_indices, top_class_names, top_probabilities: the ``top_k`` best classes, best first.
+    """
+
+    index: int
+    class_name: str | None
+    probability: float
+    top_indices: tuple[int, ...]
+    top_class_names: tuple[str, ...] | None
+    top_probabilities: tuple[float, ...]
+
+
+def eval_transform(data_config: DataConfig) -> Any:
+    """The evaluation preprocessing of a PIL image for ``data_config`` (torchvision v2).
+
+    Grey or RGBA images become RGB (for a 3-channel backbone); the shorter side is resized to
+    ``resize_size``, the centre ``crop_size`` square is kept, pixels go to [0, 1] and are
+    normalised with ``mean`` and ``std``. The same as :func:`transferkit.data.sample_transform`
+    with ``train=False``.
+
+    Example:
+        >>> import transferkit as tk
+        >>> from PIL import Image
+        >>> tf = eval_transform(tk.load_backbone("resnet18").data_config)
+        >>> tf(Image.new("L", (300, 260))).shape
+        torch.Size([3, 224, 224])
+    """
+    return sample_transform(data_config, train=False)
+
+
+def _flatten(inputs: Any) -> list[Any]:
+    """One item per image: a PIL image, a path or a ``(C, H, W)`` tensor."""
+    from PIL import Image
+
+    if isinstance(inputs, Tensor):
+        if inputs.ndim == 3:
+            return [inputs]
+        if inputs.ndim == 4:
+            return list(inputs)
+        raise DataError(
+            f"predict: a tensor input must be one image (C, H, W) or a batch (N, C, H, W), got "
+            f"shape {tuple(inputs.shape)}."
+        )
+    if isinstance(inputs, (str, os.PathLike, Image.Image)):
+        return [inputs]
+    if isinstance(inputs, (list, tuple)):
+        return [item for x in inputs for item in _flatten(x)]
+    raise TypeError(
+        "predict: inputs must be a tensor (C, H, W) or (N, C, H, W), a PIL image, an image "
+        f"path, or a list of those; got {type(inputs).__name__}."
+    )
+
+
+def _open_image(path: str | os.PathLike) -> Any:
+    from PIL import Image, UnidentifiedImageError
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"predict: image file {str(p)!r} does not exist.")
+    try:
+        with Image.open(p) as img:
+            img.load()
+            return img
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"predict: cannot read {str(p)!r} as an image ({exc}).") from None
+
+
+def _prepare(item: Any, config: DataConfig, preprocess: bool, tf: Any) -> Tensor:
+    """One preprocessed image ``(C, H, W)``."""
+    if isinstance(item, Tensor):
+        if preprocess:
+            return BatchPrep(config, train=False)(item[None])[0]
+        return fix_channels(item[None].float(), config.in_chans)[0]
+    image = _open_image(item) if isinstance(item, (str, os.PathLike)) else item
+    return tf(image)
+
+
+def _stack(images: list[Tensor]) -> Tensor:
+    shapes = {tuple(x.shape) for x in images}
+    if len(shapes) > 1:
+        raise DataError(
+            f"predict: the input tensors have different shapes {sorted(shapes)[:3]}; tensors "
+            "are used as they are unless preprocess=True, which resizes and crops them."
+        )
+    return torch.stack(images)  # (N, C, H, W)
+
+
+def _check_top_k(top_k: object) -> int:
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"predict: top_k must be an int >= 1, got {top_k!r}.")
+    return top_k
+
+
+def _to_predictions(probs: Tensor, k: int, names: Sequence[str] | None) -> list[Prediction]:
+    values, indices = probs.topk(min(k, probs.shape[1]), dim=1)  # (N, k)
+    out = []
+    for v, i in zip(values.tolist(), indices.tolist()):
+        top_names = tuple(names[j] for j in i) if names else None
+        out.append(Prediction(i[0], top_names[0] if top_names else None, v[0], tuple(i),
+                              top_names, tuple(v)))
+    return out
+
+
+def predict(
+    model: nn.Module,
+    inputs: Any,
+    *,
+    top_k: int = 1,
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+    preprocess: bool = False,
+) -> list[Prediction]:
+    """Predict the class of each input image.
+
+    Args:
+        model: a :class:`TransferModel` (its ``data_config`` preprocesses images).
+        inputs: a tensor ``(C, H, W)`` or ``(N, C, H, W)``, a PIL image, an image path, or a
+            list of those. PIL images and files are preprocessed with :func:`eval_transform`;
+            tensors are taken as already preprocessed unless ``preprocess=True`` (then
+            ``uint8`` or [0, 1] float pixels are resized, cropped and normalised).
+        top_k: how many classes each prediction lists (at most the number of classes).
+        batch_size: images per forward pass.
+        device: where to run; ``None``: CUDA when present, else the CPU.
+        preprocess: preprocess tensor inputs too.
+
+    Returns:
+        One :class:`Prediction` per image, in input order (a list even for one image).
+        Probabilities are a softmax over the classes, or per-label sigmoids for a model whose
+        ``task`` is ``"multilabel"``.
+
+    Example:
+        >>> import torch, transferkit as tk
+        >>> model = tk.replace_head(tk.load_backbone("resnet18"), 2, class_names=["cat", "dog"])
+        >>> [p.class_name in ("cat", "dog") for p in tk.predict(model, torch.rand(2, 3, 32, 32))]
+        [True, True]
+    """
+    k = _check_top_k(top_k)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"predict: batch_size must be an int >= 1, got {batch_size!r}.")
+    task = getattr(model, "task", None)
+    if task == "regression":
+        raise ValueError("predict: the model's task is regression; call model(x) for its values.")
+    config = model.backbone.data_config
+    tf = eval_transform(config)
+    images = [_prepare(x, config, preprocess, tf) for x in _flatten(inputs)]
+    if not images:
+        raise DataError("predict: inputs is empty; give at least one image.")
+    batch = _stack(images)
+    dev = resolve_device(device)
+    outs = []
+    with inference_context(model, dev):
+        for i in range(0, len(batch), batch_size):
+            outs.append(model(batch[i:i + batch_size].to(dev)).float().cpu())
+    logits = torch.cat(outs)  # (N, num_classes)
+    probs = logits.sigmoid() if task == "multilabel" else logits.softmax(dim=1)
+    return _to_predictions(probs, k, getattr(model, "class_names", None))
