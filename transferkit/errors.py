@@ -20,6 +20,7 @@ __all__ = [
     "TrainingError",
     "WeightsPackageNotFoundError",
     "MissingDependencyError",
+    "ModelFormatError",
 ]
 
 

@@ -29,10 +29,12 @@ def _is_path(weights: object) -> bool:
 
 def _build(spec: BackboneSpec, tag: str | None, kwargs: dict[str, Any]) -> Backbone:
     out = spec.builder(weights=tag, **kwargs)
+    if isinstance(out, nn.Module) and not isinstance(out, Backbone):
+        out = ModuleBackbone(out, spec, tag)
     if isinstance(out, Backbone):
+        # What rebuilding it needs (save/load); builders may record more than the user passed.
+        out.build_kwargs = {**kwargs, **getattr(out, "build_kwargs", {})}
         return out
-    if isinstance(out, nn.Module):
-        return ModuleBackbone(out, spec, tag)
     raise TypeError(
         f"The builder of backbone {spec.name!r} returned {type(out).__name__}; it must return "
         "a transferkit Backbone or a torch.nn.Module."

@@ -21,6 +21,7 @@ class TransferModel(nn.Module):
         num_classes: outputs of the head.
         head_name, head_options: how the head was built (used by ``save``).
         class_names: optional names of the target classes.
+        task: the task ``finetune`` trained it for (``None`` before any training).
     """
 
     def __init__(
@@ -40,6 +41,7 @@ class TransferModel(nn.Module):
         self.head_name = head_name
         self.head_options = dict(head_options or {})
         self.class_names = list(class_names) if class_names else None
+        self.task: str | None = None  # set by finetune; "multiclass", "multilabel", "regression"
 
     @property
     def data_config(self):

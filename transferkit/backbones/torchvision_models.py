@@ -355,7 +355,8 @@ def _make_builder(name: str) -> Callable[..., Backbone]:
     def build(*, weights: str | None = None, **kwargs: Any) -> Backbone:
         w = torchvision_weights(name, weights) if weights is not None else None
         ref = w or tvm.get_model_weights(name).DEFAULT
-        model = tvm.get_model(name, weights=None, **_build_kwargs(name, w, kwargs))
+        build_kwargs = _build_kwargs(name, w, kwargs)
+        model = tvm.get_model(name, weights=None, **build_kwargs)
         data_config = _data_config(ref)
         if "image_size" in kwargs and w is None:
             data_config = data_config.with_image_size(int(kwargs["image_size"]))
@@ -366,6 +367,7 @@ def _make_builder(name: str) -> Callable[..., Backbone]:
             weights_tag=str(w).split(".")[-1] if w else None,
             source_categories=ref.meta.get("categories"),
         )
+        backbone.build_kwargs = build_kwargs
         if w is not None:
             backbone.load_weights(fetch_url_state_dict(w.url, str(w)))
         return backbone
