@@ -12,15 +12,17 @@ import contextlib
 import copy
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import DistributedSampler
 
 from .checkpoint import LAST, atomic_save, load_checkpoint, rng_state, set_rng_state
 from .data import BatchPrep, Source, as_source, default_workers, fix_channels, resolve_device
-from .distributed import DistContext
-from .errors import TrainingError
+from .distributed import DistContext, shard_positions
+from .errors import DataError, TrainingError
 from .feature_cache import DEFAULT_MEMORY_BUDGET, FeatureCache, build_cache, cache_skip_reason
 from .finetune import FinetuneConfig
 from .history import History
@@ -38,8 +40,10 @@ class Trainer:
     def __init__(self, model: TransferModel, train_data: Any, val_data: Any,
                  config: FinetuneConfig) -> None:
         self.model, self.cfg = model, config
+        model.task = config.task  # save/evaluate/predict read it
         self.device = resolve_device(config.device)
-        self.dist = DistContext.from_env(self.device)
+        self.dist = DistContext.from_env(self.device, backend=config.dist_backend)
+        self.device = self.dist.device  # cuda:LOCAL_RANK under torchrun
         if config.image_size is not None:
             bb = model.backbone
             bb.data_config = bb.data_config.with_image_size(config.image_size)
@@ -65,6 +69,13 @@ class Trainer:
 
     # -- checks before any training step -------------------------------------------------
     def _check_data(self) -> None:
+        n, world = self.train_source.n, self.dist.world
+        if self.train_source.kind != "loader" and n < world:
+            raise DataError(
+                f"The training data has {n} sample(s) but {world} processes train on it; each "
+                "needs at least one. Start fewer processes (torchrun --nproc_per_node) or pass "
+                "more data."
+            )
         for name, src in (("training", self.train_source), ("validation", self.val_source)):
             if src is None:
                 continue
@@ -79,7 +90,7 @@ class Trainer:
         cfg, model = self.cfg, self.model
         start_phase, start_epoch, resume_state = 0, 0, None
         with _determinism(cfg.deterministic):
-            torch.manual_seed(cfg.seed)
+            torch.manual_seed(cfg.seed + self.dist.rank)  # own augmentation draws per rank
             model.to(self.device)
             if self.channels_last:
                 model.to(memory_format=torch.channels_last)
@@ -87,13 +98,20 @@ class Trainer:
                 resume_state = self._load_resume()
                 if resume_state is not None:
                     start_phase, start_epoch = resume_state["next"]
-            for p_idx in range(start_phase, len(self.phases)):
-                phase = self.phases[p_idx]
-                first = start_epoch if p_idx == start_phase else 0
-                stop = self._run_phase(p_idx, phase, first,
-                                       resume_state if p_idx == start_phase else None)
-                if stop:
-                    break
+            self.dist.broadcast_module(model)  # every rank starts from rank 0's weights
+            undo_sync_bn = (self.dist.convert_sync_batchnorm(model) if cfg.sync_batchnorm
+                            else (lambda: None))
+            try:
+                for p_idx in range(start_phase, len(self.phases)):
+                    phase = self.phases[p_idx]
+                    first = start_epoch if p_idx == start_phase else 0
+                    stop = self._run_phase(p_idx, phase, first,
+                                           resume_state if p_idx == start_phase else None)
+                    if stop:
+                        break
+            finally:
+                self.dist.release()
+                undo_sync_bn()
             self._restore_best()
             for cb in cfg.callbacks:
                 _call(cb, "on_train_end", self, self.history)
@@ -108,6 +126,7 @@ class Trainer:
     def _run_phase(self, p_idx: int, phase: Phase, first: int, resume: dict | None) -> bool:
         cfg, model = self.cfg, self.model
         apply_phase(model, model.backbone, phase, first, cfg.bn)
+        self.dist.broadcast_module(model)  # ranks in step after an unfreeze
         groups = param_groups(model, cfg.lr, cfg.weight_decay, phase.backbone_lr_mult,
                               include_backbone=phase.backbone != "frozen")
         self.optimizer = make_optimizer(cfg.optimizer, groups, cfg.lr, cfg.momentum)
@@ -120,6 +139,9 @@ class Trainer:
             self.scheduler.load_state_dict(resume["scheduler"])
             if resume.get("scaler"):
                 self.scaler.load_state_dict(resume["scaler"])
+            saved_steps = resume.get("steps_per_epoch")
+            if saved_steps is not None and saved_steps != steps:  # another number of processes
+                _seek_schedule(self.scheduler, first * steps)
         self._prepare_cache(phase)
         prev_loss = None
         for e in range(first, phase.epochs):
@@ -163,17 +185,19 @@ class Trainer:
                 check_label_range(y, model.num_classes)
             if self.channels_last and x.ndim == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with self._autocast():
-                out = forward(x)
-                loss = self.criterion(out.float(), y)
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"The loss became {loss.item()} at epoch {self.epoch + 1}, batch {i + 1}; "
-                    "training stopped. Lower lr, turn on clip_grad_norm, or check the data. "
-                    "The last checkpoint (if any) is intact."
-                )
-            self.scaler.scale(loss / cfg.grad_accum_steps).backward()
-            if (i + 1) % cfg.grad_accum_steps == 0 or i + 1 == n_batches:
+            stepping = (i + 1) % cfg.grad_accum_steps == 0 or i + 1 == n_batches
+            with self.dist.sync_context(forward, stepping):  # all-reduce on stepping only
+                with self._autocast():
+                    out = forward(x)
+                    loss = self.criterion(out.float(), y)
+                if not torch.isfinite(loss):
+                    raise TrainingError(
+                        f"The loss became {loss.item()} at epoch {self.epoch + 1}, batch "
+                        f"{i + 1}; training stopped. Lower lr, turn on clip_grad_norm, or check "
+                        "the data. The last checkpoint (if any) is intact."
+                    )
+                self.scaler.scale(loss / cfg.grad_accum_steps).backward()
+            if stepping:
                 self._step()
             total_loss += loss.item() * len(y)
             correct += batch_correct(cfg.task, out.detach(), y)
@@ -183,6 +207,7 @@ class Trainer:
             if hasattr(bar, "set_postfix") and i % 10 == 0:
                 bar.set_postfix(loss=f"{total_loss / seen:.4f}")
         total_loss, correct, seen = self.dist.sum([total_loss, correct, seen])
+        self.dist.broadcast_module(model, buffers_only=True)  # rank 0's BatchNorm statistics
         seconds = time.perf_counter() - t0
         record = {
             "epoch": self.epoch, "phase": phase.name,
@@ -210,17 +235,34 @@ class Trainer:
 
     def _train_batches(self):
         cfg, src = self.cfg, self.train_source
-        order = src.indices(self.epoch, shuffle=True, seed=cfg.seed, rank=self.dist.rank,
-                            world=self.dist.world)
         if self.cache is not None:
-            return self.cache.batches(self._cache_positions(order), batch_size=cfg.batch_size,
+            return self.cache.batches(self._cache_positions(), batch_size=cfg.batch_size,
                                       device=self.device, view=self.epoch)
+        if src.kind == "loader":
+            self._loader_epoch(src.loader)
+        order = src.indices(self.epoch, shuffle=cfg.shuffle, seed=cfg.seed,
+                            rank=self.dist.rank, world=self.dist.world)
         prep = BatchPrep(self.data_config, train=True, augment=cfg.augment)
         return src.batches(order, batch_size=cfg.batch_size, device=self.device, prep=prep,
                            num_workers=self._workers(src))
 
-    def _cache_positions(self, order: list[int]) -> list[int]:
-        return order  # one process: cache position == sample index
+    def _cache_positions(self) -> list[int]:
+        # This rank cached samples rank::world (position == index with one process); it trains
+        # on them in the order the one-process shuffle gives, padded to an equal step count.
+        order = self.train_source.indices(self.epoch, shuffle=self.cfg.shuffle,
+                                          seed=self.cfg.seed)
+        return shard_positions(order, self.dist.rank, self.dist.world)
+
+    def _loader_epoch(self, loader) -> None:
+        sampler = getattr(loader, "sampler", None)
+        if isinstance(sampler, DistributedSampler):
+            sampler.set_epoch(self.epoch)
+        elif self.dist.is_distributed and self.epoch == 0 and self.dist.is_main:
+            warnings.warn(
+                "finetune: train_data is a DataLoader without a DistributedSampler, so every "
+                "process iterates all of it. Pass a Dataset or (X, y) instead (finetune shards "
+                "it), or build the loader with sampler=DistributedSampler(dataset).",
+                stacklevel=4)
 
     def _steps_per_epoch(self) -> int:
         src, cfg = self.train_source, self.cfg
@@ -295,7 +337,7 @@ class Trainer:
         src = self.train_source
         order = src.indices(0, shuffle=False, seed=0, rank=self.dist.rank,
                             world=self.dist.world, pad=False)
-        with _isolated_rng(cfg.seed):
+        with _isolated_rng(cfg.seed + self.dist.rank):
             self.cache = build_cache(
                 self.model, src, prep_for_view=prep_for_view, views=views,
                 batch_size=max(cfg.batch_size, 64), device=self.device, dtype=dtype,
@@ -358,7 +400,10 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------------
     def _checkpoint(self, p_idx: int, phase_epoch: int, phase_done: bool) -> None:
-        if self.cfg.checkpoint_dir is None or not self.dist.is_main:
+        if self.cfg.checkpoint_dir is None:
+            return
+        rngs = self.dist.gather_objects(rng_state())  # every rank's stream, for exact resume
+        if not self.dist.is_main:
             return
         model = self.model
         state = {
@@ -370,7 +415,8 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "epoch": self.epoch, "phase_index": p_idx, "phase_epoch": phase_epoch,
             "phase_done": phase_done,
-            "rng": rng_state(),
+            "rng": rngs[0], "rng_ranks": rngs, "world": self.dist.world,
+            "steps_per_epoch": self._steps_per_epoch(),
             "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
             "frozen_bn": sorted(model.backbone._frozen_bn),
             "history": self.history.to_list(),
@@ -380,9 +426,11 @@ class Trainer:
 
     def _load_resume(self) -> dict[str, Any] | None:
         path = Path(self.cfg.checkpoint_dir) / LAST  # type: ignore[arg-type]
-        if not path.exists():
+        # Rank 0 reads the file (it alone wrote it) and sends it to the others.
+        ck = load_checkpoint(path) if self.dist.is_main and path.exists() else None
+        ck = self.dist.broadcast_object(ck)
+        if ck is None:
             return None
-        ck = load_checkpoint(path)
         if ck["strategy"] != self.cfg.strategy:
             raise ValueError(
                 f"finetune: the checkpoint in {str(path)!r} comes from strategy "
@@ -396,17 +444,30 @@ class Trainer:
         self.history = History(ck["history"])
         self.epoch = ck["epoch"]
         self._early = dict(ck["early"])
-        set_rng_state(ck["rng"])
+        rngs = ck.get("rng_ranks") or [ck["rng"]]
+        if len(rngs) == self.dist.world:
+            set_rng_state(rngs[self.dist.rank])
+        else:  # another number of processes: rank 0 continues, the others draw afresh
+            set_rng_state(ck["rng"])
+            if self.dist.rank:
+                torch.manual_seed(self.cfg.seed + self.dist.rank + 7919 * self.epoch)
         if ck["phase_done"]:
             return {"next": (ck["phase_index"] + 1, 0)}
         return {"next": (ck["phase_index"], ck["phase_epoch"]), "optimizer": ck["optimizer"],
-                "scheduler": ck["scheduler"], "scaler": ck["scaler"]}
+                "scheduler": ck["scheduler"], "scaler": ck["scaler"],
+                "steps_per_epoch": ck.get("steps_per_epoch")}
 
 
 def _call(obj: Any, hook: str, *args: Any) -> None:
     fn = getattr(obj, hook, None)
     if callable(fn):
         fn(*args)
+
+
+def _seek_schedule(scheduler, step: int) -> None:
+    """Move a per-step schedule to ``step`` (a resume with another number of steps per epoch)."""
+    scheduler.last_epoch = step - 1
+    scheduler.step()
 
 
 def _progress(iterable, total: int, desc: str, enabled: bool):

@@ -80,6 +80,9 @@ class FinetuneConfig:
     cache_views: int = 0
     cache_dtype: str = "float32"
     cache_memory_budget: int | None = None
+    shuffle: bool = True
+    sync_batchnorm: bool = False
+    dist_backend: str | None = None
 
     def __post_init__(self) -> None:
         _check_int("epochs", self.epochs, 1)
@@ -110,6 +113,9 @@ class FinetuneConfig:
             self.early_stopping = EarlyStopping(metric=self.early_stopping)
         elif isinstance(self.early_stopping, dict):
             self.early_stopping = EarlyStopping(**self.early_stopping)
+        if self.dist_backend is not None and not isinstance(self.dist_backend, str):
+            raise TypeError(f"finetune: dist_backend must be None or a backend name such as "
+                            f"'gloo' or 'nccl', got {self.dist_backend!r}.")
         if self.resume and self.checkpoint_dir is None:
             raise ValueError("finetune: resume=True needs checkpoint_dir, where the checkpoints "
                              "of the earlier run are.")
@@ -155,7 +161,12 @@ def finetune(model: TransferModel, train_data: Any, val_data: Any = None, **opti
             ``deterministic``; ``early_stopping`` (an :class:`EarlyStopping` or a metric name);
             ``checkpoint_dir`` and ``resume``; ``callbacks``; ``progress``;
             ``cache_features`` (on: a frozen backbone runs once per sample), ``cache_views``,
-            ``cache_dtype``, ``cache_memory_budget``.
+            ``cache_dtype``, ``cache_memory_budget``; ``shuffle`` (``False`` keeps the data's
+            order every epoch).
+            Distributed (under ``torchrun``, see ``docs/distributed.md``): ``batch_size`` is
+            per process; ``sync_batchnorm`` (SyncBatchNorm across processes, nccl only);
+            ``dist_backend`` (default ``$TRANSFERKIT_DIST_BACKEND``, else nccl on CUDA and
+            gloo on the CPU).
 
     Returns:
         The :class:`History` of the run, one record per epoch.
