@@ -283,3 +283,16 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path):
     state = torch.load(ckpt / "last.pt", weights_only=True)
     assert state["epoch"] == 1
     assert torch.isfinite(state["model"]["head.2.weight"]).all()
+
+
+def test_last_partial_accumulation_still_steps():
+    X, y = patterns(80, size=16)  # 5 batches of 16, accumulated by 2: 3 optimiser steps
+    steps = []
+
+    class Count:
+        def on_epoch_end(self, trainer, record):
+            steps.append(trainer.scheduler.last_epoch)
+
+    tk.finetune(tiny_model(), (X, y), epochs=1, strategy="full", grad_accum_steps=2,
+                callbacks=[Count()], **FAST)
+    assert steps == [3]

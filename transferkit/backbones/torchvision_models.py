@@ -358,8 +358,9 @@ def _make_builder(name: str) -> Callable[..., Backbone]:
         build_kwargs = _build_kwargs(name, w, kwargs)
         model = tvm.get_model(name, weights=None, **build_kwargs)
         data_config = _data_config(ref)
-        if "image_size" in kwargs and w is None:
-            data_config = data_config.with_image_size(int(kwargs["image_size"]))
+        image_size = getattr(model, "image_size", None)  # ViT: fixed by construction
+        if image_size is not None and image_size != data_config.crop_size:
+            data_config = data_config.with_image_size(int(image_size))
         backbone = TorchvisionBackbone(
             model,
             name=name,
