@@ -69,7 +69,9 @@ def main(argv: list[str]) -> int:
     if target == "demo":
         cmd = [str(PY), "-m", "transferkit", "demo", *rest]
     else:
-        cmd = [str(PY), "-m", "pytest", *rest]
+        # Two xdist workers with one torch thread each keep both cores busy (tests/conftest.py).
+        workers = [] if any(a.startswith("-n") for a in rest) else ["-n", "2"]
+        cmd = [str(PY), "-m", "pytest", *workers, "--durations=15", *rest]
     print("+", " ".join(cmd), flush=True)
     return subprocess.call(cmd, cwd=ROOT)
 
