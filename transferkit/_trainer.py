@@ -23,7 +23,9 @@ from .checkpoint import LAST, atomic_save, load_checkpoint, rng_state, set_rng_s
 from .data import BatchPrep, Source, as_source, default_workers, fix_channels, resolve_device
 from .distributed import DistContext, shard_positions
 from .errors import DataError, TrainingError
-from .feature_cache import DEFAULT_MEMORY_BUDGET, FeatureCache, build_cache, cache_skip_reason
+from .backbones._base import is_batchnorm
+from .feature_cache import (DEFAULT_MEMORY_BUDGET, FeatureCache, build_cache, cache_skip_reason,
+                            prune_eval_cache, remember_eval_cache)
 from .finetune import FinetuneConfig
 from .history import History
 from .optim import make_optimizer, make_scheduler, param_groups
@@ -66,6 +68,7 @@ class Trainer:
         self.cache: FeatureCache | None = None
         self.val_cache: FeatureCache | None = None
         self.cache_forward_samples = 0  # samples the backbone saw while building caches
+        self.val_data = val_data  # its cache may be kept for evaluate (feature_cache)
 
     # -- checks before any training step -------------------------------------------------
     def _check_data(self) -> None:
@@ -113,6 +116,7 @@ class Trainer:
                 self.dist.release()
                 undo_sync_bn()
             self._restore_best()
+            prune_eval_cache(model)  # a kept validation cache outlives the run only if valid
             for cb in cfg.callbacks:
                 _call(cb, "on_train_end", self, self.history)
         return self.history
@@ -173,6 +177,9 @@ class Trainer:
         model.train()
         if phase.backbone == "frozen":
             model.backbone.eval()  # a frozen backbone computes fixed features: no dropout
+            if cfg.bn == "train":  # ... but bn="train" asks for batch statistics, as in torch
+                for m in model.backbone.modules():
+                    m.train(is_batchnorm(m))
         forward = self.dist.wrap(model.head if self.cache is not None else self._compiled())
         total_loss = correct = seen = 0.0
         batches = self._train_batches()
@@ -190,20 +197,21 @@ class Trainer:
                 with self._autocast():
                     out = forward(x)
                     loss = self.criterion(out.float(), y)
-                if not torch.isfinite(loss):
+                loss_value = loss.item()  # the one sync of a step: the check and the mean
+                if not math.isfinite(loss_value):
                     raise TrainingError(
-                        f"The loss became {loss.item()} at epoch {self.epoch + 1}, batch "
+                        f"The loss became {loss_value} at epoch {self.epoch + 1}, batch "
                         f"{i + 1}; training stopped. Lower lr, turn on clip_grad_norm, or check "
                         "the data. The last checkpoint (if any) is intact."
                     )
                 self.scaler.scale(loss / cfg.grad_accum_steps).backward()
             if stepping:
                 self._step()
-            total_loss += loss.item() * len(y)
+            total_loss += loss_value * len(y)
             correct += batch_correct(cfg.task, out.detach(), y)
             seen += len(y)
             for cb in cfg.callbacks:
-                _call(cb, "on_batch_end", self, i, loss.item())
+                _call(cb, "on_batch_end", self, i, loss_value)
             if hasattr(bar, "set_postfix") and i % 10 == 0:
                 bar.set_postfix(loss=f"{total_loss / seen:.4f}")
         total_loss, correct, seen = self.dist.sum([total_loss, correct, seen])
@@ -244,7 +252,7 @@ class Trainer:
                             rank=self.dist.rank, world=self.dist.world)
         prep = BatchPrep(self.data_config, train=True, augment=cfg.augment)
         return src.batches(order, batch_size=cfg.batch_size, device=self.device, prep=prep,
-                           num_workers=self._workers(src))
+                           num_workers=self._workers(src), persistent=True)
 
     def _cache_positions(self) -> list[int]:
         # This rank cached samples rank::world (position == index with one process); it trains
@@ -313,7 +321,7 @@ class Trainer:
                                           device=self.device)
         return src.batches(order, batch_size=cfg.batch_size * 2, device=self.device,
                            prep=BatchPrep(self.data_config, train=False),
-                           num_workers=self._workers(src))
+                           num_workers=self._workers(src), persistent=True)
 
     # -- feature cache --------------------------------------------------------------------
     def _prepare_cache(self, phase: Phase) -> None:
@@ -322,14 +330,15 @@ class Trainer:
         if not cfg.cache_features or phase.backbone != "frozen":
             return
         reason = cache_skip_reason(self.model, self.train_source.kind, cfg.augment,
-                                   cfg.cache_views)
+                                   cfg.cache_views, custom_transform=cfg.transform is not None)
         if reason is not None:
             if self.dist.is_main and cfg.progress:
                 print(f"transferkit: feature cache off: {reason}.")
             return
-        views = cfg.cache_views if cfg.augment else 1
+        views = cfg.cache_views if cfg.augment or cfg.transform is not None else 1
         dtype = torch.float16 if cfg.cache_dtype == "float16" else torch.float32
-        budget = cfg.cache_memory_budget or DEFAULT_MEMORY_BUDGET
+        budget = (DEFAULT_MEMORY_BUDGET if cfg.cache_memory_budget is None
+                  else cfg.cache_memory_budget)  # train and validation caches together
 
         def prep_for_view(v: int) -> BatchPrep:
             return BatchPrep(self.data_config, train=cfg.augment, augment=cfg.augment)
@@ -342,8 +351,10 @@ class Trainer:
                 self.model, src, prep_for_view=prep_for_view, views=views,
                 batch_size=max(cfg.batch_size, 64), device=self.device, dtype=dtype,
                 memory_budget=budget, num_workers=self._workers(src),
-                order=order, autocast=self._autocast)
+                order=order, autocast=self._autocast, channels_last=self.channels_last)
         self.cache_forward_samples += len(order) * views
+        if not self.cache.on_disk:
+            budget = max(0, budget - self.cache.nbytes)
         if self.val_source is not None:
             vsrc = self.val_source
             vorder = vsrc.indices(0, shuffle=False, seed=0, rank=self.dist.rank,
@@ -353,7 +364,10 @@ class Trainer:
                                                                     train=False),
                 views=1, batch_size=max(cfg.batch_size, 64), device=self.device, dtype=dtype,
                 memory_budget=budget, num_workers=self._workers(vsrc), order=vorder,
-                autocast=self._autocast)
+                autocast=self._autocast, channels_last=self.channels_last)
+            if not self.dist.is_distributed and cfg.transform is None:  # evaluate may reuse it
+                remember_eval_cache(self.model, self.val_data, self.val_cache,
+                                    amp_dtype=self._amp_dtype, device=self.device)
 
     # -- amp ------------------------------------------------------------------------------
     @property

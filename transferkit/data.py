@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import math
 import os
+import random
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, TensorDataset
+from torch.utils.data import (DataLoader, Dataset, DistributedSampler, Sampler, Subset,
+                              TensorDataset, get_worker_info)
 
 from .backbones import DataConfig
 from .errors import DataError
@@ -72,6 +74,17 @@ class BatchPrep:
         self.normalize = normalize
         self.scale = scale
         self.mode = _INTERP.get(config.interpolation, "bilinear")
+        self._stats: dict[tuple[torch.device, torch.dtype], tuple[Tensor, Tensor]] = {}
+
+    def _mean_std(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``mean`` and ``std`` as ``(C, 1, 1)`` tensors on ``x``'s device, made once per batch
+        device and dtype."""
+        key = (x.device, x.dtype)
+        if key not in self._stats:
+            mean = torch.tensor(self.config.mean, device=x.device, dtype=x.dtype)
+            std = torch.tensor(self.config.std, device=x.device, dtype=x.dtype)
+            self._stats[key] = (mean[:, None, None], std[:, None, None])
+        return self._stats[key]
 
     def __call__(self, x: Tensor) -> Tensor:
         x = to_float_pixels(x)
@@ -81,9 +94,8 @@ class BatchPrep:
         else:
             x = self._resize_center_crop(x)
         if self.normalize:
-            mean = torch.tensor(self.config.mean, device=x.device, dtype=x.dtype)
-            std = torch.tensor(self.config.std, device=x.device, dtype=x.dtype)
-            x = (x - mean[:, None, None]) / std[:, None, None]
+            mean, std = self._mean_std(x)
+            x = torch.sub(x, mean).div_(std)  # one new tensor, not two
         return x
 
     def _resize_center_crop(self, x: Tensor) -> Tensor:
@@ -171,6 +183,44 @@ class _Transformed(Dataset):
         return self.transform(x), y
 
 
+class _EpochOrder(Sampler):
+    """Yields ``(index, epoch seed)`` in the order set for the coming pass.
+
+    One DataLoader (and its persistent workers) serves every epoch: only this order and the
+    seed change. The seed is drawn from the main process's random state, so a resumed run
+    (whose random state is restored) draws the same one.
+    """
+
+    def __init__(self) -> None:
+        self.order: list[int] = []
+        self.seed = 0
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter([(i, self.seed) for i in self.order])
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+
+class _Seeded(Dataset):
+    """In a worker, seed the random state from ``(epoch seed, index)`` before each sample, so
+    that a sample's augmentation depends on neither the number of workers nor their history."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]):
+        i, seed = key
+        if get_worker_info() is not None:  # the main process keeps its own random stream
+            s = (seed * 1_000_003 + i) % 2**63
+            torch.manual_seed(s)
+            random.seed(s)
+        return self.dataset[i]
+
+
 @dataclass
 class Source:
     """Where batches come from: tensors in memory, samples through a DataLoader, or a loader.
@@ -187,6 +237,7 @@ class Source:
     loader: DataLoader | None = None
     classes: list[str] | None = None
     transform: Any = None
+    _loaders: dict = field(default_factory=dict, repr=False, compare=False)
 
     def indices(self, epoch: int, *, shuffle: bool, seed: int, rank: int = 0,
                 world: int = 1, pad: bool = True) -> list[int]:
@@ -202,35 +253,62 @@ class Source:
         return list(sampler)
 
     def batches(self, order: Sequence[int], *, batch_size: int, device: torch.device,
-                prep: BatchPrep | None, num_workers: int = 0,
-                drop_last: bool = False) -> Iterator[tuple[Tensor, Tensor]]:
-        """``(inputs, targets)`` on ``device``, preprocessed, in ``order``."""
+                prep: BatchPrep | None, num_workers: int = 0, drop_last: bool = False,
+                persistent: bool = False) -> Iterator[tuple[Tensor, Tensor]]:
+        """``(inputs, targets)`` on ``device``, preprocessed, in ``order``.
+
+        ``persistent=True`` (passes that repeat, such as epochs) keeps one DataLoader and its
+        workers for every later call with the same batching.
+        """
         if self.kind == "loader":
             for x, y in self.loader:  # type: ignore[union-attr]
                 x = x.to(device, non_blocking=True)
                 yield fix_channels(x, prep.config.in_chans) if prep else x, y.to(device)
             return
         if self.kind == "tensor":
-            idx = torch.as_tensor(list(order), dtype=torch.long)
-            stop = len(idx) - (len(idx) % batch_size if drop_last else 0)
-            for i in range(0, stop, batch_size):
-                b = idx[i:i + batch_size]
+            order = list(order)
+            stop = len(order) - (len(order) % batch_size if drop_last else 0)
+            first = order[0] if order else 0
+            fresh = prep is not None and prep.normalize  # prep makes new tensors from views
+            if fresh and order == list(range(first, first + len(order))):  # in order: views
+                batch = [slice(first + i, first + i + batch_size)
+                         for i in range(0, stop, batch_size)]
+            else:
+                idx = torch.as_tensor(order, dtype=torch.long)
+                batch = [idx[i:i + batch_size] for i in range(0, stop, batch_size)]
+            for b in batch:
                 x = self.X[b].to(device, non_blocking=True)  # type: ignore[index]
                 y = self.targets[b].to(device, non_blocking=True)  # type: ignore[index]
                 yield (prep(x) if prep else x), y
             return
-        ds = self.dataset if self.transform is None else _Transformed(self.dataset, self.transform)
-        loader = DataLoader(
-            Subset(ds, list(order)), batch_size=batch_size, shuffle=False,
-            num_workers=num_workers, pin_memory=device.type == "cuda", drop_last=drop_last,
-            persistent_workers=False,
-        )
+        loader = self._samples_loader(batch_size, num_workers, device, drop_last, persistent)
+        loader.sampler.order = list(order)  # type: ignore[attr-defined]
+        if num_workers > 0:  # one draw per pass, persistent workers or not (resume-safe)
+            loader.sampler.seed = int(torch.randint(2**62, ()))  # type: ignore[attr-defined]
         for x, y in loader:
             x = x.to(device, non_blocking=True)
             # Samples already transformed (folders) only need channels; raw tensors need all.
             x = fix_channels(x, prep.config.in_chans) if self.transform is not None else (
                 prep(x) if prep else x)
             yield x, torch.as_tensor(y).to(device)
+
+    def _samples_loader(self, batch_size: int, num_workers: int, device: torch.device,
+                        drop_last: bool, persistent: bool) -> DataLoader:
+        key = (batch_size, num_workers, device.type, drop_last)
+        if persistent and key in self._loaders:
+            return self._loaders[key]
+        ds = self.dataset if self.transform is None else _Transformed(self.dataset, self.transform)
+        # With workers, samples are seeded by _Seeded: the loader's own base seed must not
+        # draw from the global random state (a resumed run would draw once more).
+        loader = DataLoader(
+            _Seeded(ds), batch_size=batch_size, sampler=_EpochOrder(), num_workers=num_workers,
+            pin_memory=device.type == "cuda", drop_last=drop_last,
+            persistent_workers=persistent and num_workers > 0,
+            generator=torch.Generator().manual_seed(0) if num_workers > 0 else None,
+        )
+        if persistent:
+            self._loaders[key] = loader
+        return loader
 
     def check_finite(self) -> None:
         """Fail on NaN or infinite pixels (tensor sources are checked whole)."""
@@ -341,7 +419,11 @@ def default_workers(source: Source) -> int:
     """DataLoader workers: none for tensors in memory, otherwise up to 4 (keep cores busy)."""
     if source.kind != "samples":
         return 0
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
+    try:
+        cores = len(os.sched_getaffinity(0))  # the cores this process may use
+    except AttributeError:  # macOS, Windows
+        cores = os.cpu_count() or 1
+    return max(0, min(4, cores - 1))
 
 
 def stratified_split(data: Any, val_fraction: float = 0.2, *, seed: int = 0

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from .data import iter_eval_batches, resolve_device
 from .distributed import DistContext
 from .errors import DataError
+from .feature_cache import eval_amp_dtype, eval_cache_for
 from .metrics import TASKS, EvalReport, _check_options, compute_report
 
 __all__ = ["evaluate", "infer_task", "inference_context"]
@@ -170,10 +171,14 @@ def evaluate(
         data, DataLoader)
     start = time.perf_counter()
     with inference_context(model, dev):
+        # finetune's validation features of this very data, while provably still valid
+        kept = None if shard else eval_cache_for(model, data, device=dev,
+                                                 amp_dtype=eval_amp_dtype(amp, dev))
         batches = _batches(data, model, batch_size, num_workers, dev,
-                           *((dist.rank, dist.world) if shard else (0, 1)))
-        outputs, targets = _gather(model, batches, dev, amp, progress and dist.is_main,
-                                   allow_empty=shard)
+                           *((dist.rank, dist.world) if shard else (0, 1))) if kept is None else (
+            kept.batches(range(kept.n), batch_size=batch_size, device=dev))
+        outputs, targets = _gather(model if kept is None else model.head, batches, dev, amp,
+                                   progress and dist.is_main, allow_empty=shard)
     if shard:  # every rank gets every sample's output, in the data's order
         outputs, targets = dist.unshard(outputs), dist.unshard(targets)
     seconds = time.perf_counter() - start

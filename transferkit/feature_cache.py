@@ -6,25 +6,39 @@ its output for a sample is the same in every epoch, so ``finetune`` computes it 
 augmented views per sample can be precomputed (``cache_views=K``); epoch ``e`` uses view
 ``e % K``. The cache keeps what the head receives: pooled vectors for heads that average-pool,
 the unpooled map for heads that need it (``vgg_classifier``, custom heads).
+
+A cache larger than the memory budget lives in a disk memmap (a temporary file, removed when
+the cache is freed). After a run whose last phase kept the backbone frozen, the validation
+cache stays attached to the model (weakly) so that :func:`transferkit.evaluate` on the same
+validation tensors reuses it, but only while :func:`eval_cache_for` can show that the backbone
+weights, the data tensors and the preprocessing are unchanged.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import tempfile
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .backbones._base import is_batchnorm
 from .heads import HEADS
 
-__all__ = ["FeatureCache", "build_cache", "cache_skip_reason", "head_takes_pooled"]
+__all__ = [
+    "FeatureCache", "build_cache", "cache_skip_reason", "head_takes_pooled",
+    "eval_amp_dtype", "eval_cache_for", "forget_eval_cache", "prune_eval_cache",
+    "remember_eval_cache",
+]
 
 DEFAULT_MEMORY_BUDGET = 4 * 2**30  # bytes kept in RAM before the cache moves to a disk memmap
+EVAL_CACHE_LIMIT = 512 * 2**20  # largest in-memory validation cache kept for evaluate
 
 
 def head_takes_pooled(model) -> bool:
@@ -36,8 +50,16 @@ def head_takes_pooled(model) -> bool:
     return not spec.needs_map and model.head_options.get("pool", "avg") == "avg"
 
 
-def cache_skip_reason(model, source_kind: str, augment: bool, cache_views: int) -> str | None:
-    """Why caching does not apply (``None`` when it does)."""
+def cache_skip_reason(model, source_kind: str, augment: bool, cache_views: int, *,
+                      custom_transform: bool = False) -> str | None:
+    """Why caching does not apply (``None`` when it does).
+
+    Args:
+        source_kind: the training :class:`~transferkit.data.Source`'s kind.
+        augment: whether the training batches are augmented.
+        cache_views: augmented views per sample the user asked to cache (0: none).
+        custom_transform: the user passed ``transform=``, which may be random.
+    """
     backbone = model.backbone
     if any(p.requires_grad for p in backbone.parameters()):
         return "the backbone has trainable parameters"
@@ -46,6 +68,9 @@ def cache_skip_reason(model, source_kind: str, augment: bool, cache_views: int) 
         return "frozen BatchNorm layers are in train mode (bn='train')"
     if source_kind == "loader":
         return "the data is a DataLoader, whose batches may be augmented or shuffled its own way"
+    if custom_transform and cache_views < 1:
+        return ("a custom transform may be random (pass cache_views=K to cache K views of it, "
+                "cache_views=1 when it is deterministic)")
     if augment and cache_views < 1:
         return "training data is augmented (pass cache_views=K to cache K augmented views)"
     return None
@@ -53,46 +78,100 @@ def cache_skip_reason(model, source_kind: str, augment: bool, cache_views: int) 
 
 @dataclass
 class FeatureCache:
-    """Backbone outputs ``(V, N, ...)`` for ``V`` views of ``N`` samples, and their targets."""
+    """Backbone outputs ``(V, N, ...)`` for ``V`` views of ``N`` samples, and their targets.
+
+    Attributes:
+        features: ``(V, N, C)`` pooled vectors or ``(V, N, C, H, W)`` maps, float32 or float16,
+            in memory or in a disk memmap.
+        targets: ``(N,)`` class indices (or ``(N, K)`` targets), in memory.
+        path: the memmap's file when the cache is on disk (removed when the cache is freed;
+            on POSIX it is unlinked at once and lives on only as the mapping).
+    """
 
     features: Tensor
     targets: Tensor
     path: str | None = None
+    _keep: Any = field(default=None, repr=False)  # the numpy memmap behind ``features``
 
     @property
     def views(self) -> int:
         return self.features.shape[0]
 
+    @property
+    def n(self) -> int:
+        return self.features.shape[1]
+
+    @property
+    def on_disk(self) -> bool:
+        return self.path is not None
+
+    @property
+    def nbytes(self) -> int:
+        return self.features.numel() * self.features.element_size()
+
     def batches(self, order: Sequence[int], *, batch_size: int, device: torch.device,
                 view: int = 0, drop_last: bool = False) -> Iterator[tuple[Tensor, Tensor]]:
+        """``(features, targets)`` batches in ``order`` (positions in the cache), as float32."""
+        feats = self.features[view % self.views]
+        # In order and without autograd (validation, evaluate): slices, no gather copy. A
+        # training step gets copies: autograd cannot save the cache's inference tensors.
+        if isinstance(order, range) and order.step == 1 and torch.is_inference_mode_enabled():
+            stop = len(order) - (len(order) % batch_size if drop_last else 0)
+            for i in range(order.start, order.start + stop, batch_size):
+                j = min(i + batch_size, order.stop)
+                yield (feats[i:j].to(device, torch.float32, non_blocking=True),
+                       self.targets[i:j].to(device, non_blocking=True))
+            return
         idx = torch.as_tensor(list(order), dtype=torch.long)
         stop = len(idx) - (len(idx) % batch_size if drop_last else 0)
-        feats = self.features[view % self.views]
         for i in range(0, stop, batch_size):
             b = idx[i:i + batch_size]
             yield (feats[b].to(device, torch.float32, non_blocking=True),
                    self.targets[b].to(device, non_blocking=True))
 
 
-def _allocate(shape: tuple[int, ...], dtype: torch.dtype, budget: int) -> tuple[Tensor, str | None]:
+def _allocate(shape: tuple[int, ...], dtype: torch.dtype, budget: int
+              ) -> tuple[Tensor, str | None, Any]:
+    """An empty store: in memory within ``budget`` bytes, else a temporary disk memmap."""
     nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
     if nbytes <= budget:
-        return torch.empty(shape, dtype=dtype), None
+        return torch.empty(shape, dtype=dtype), None, None
     np_dtype = np.float16 if dtype == torch.float16 else np.float32
-    f = tempfile.NamedTemporaryFile(prefix="transferkit-cache-", suffix=".npy", delete=False)
-    mm = np.lib.format.open_memmap(f.name, mode="w+", dtype=np_dtype, shape=shape)
-    return torch.from_numpy(mm), f.name
+    fd, path = tempfile.mkstemp(prefix="transferkit-cache-", suffix=".npy")
+    os.close(fd)
+    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np_dtype, shape=shape)
+    try:
+        os.unlink(path)  # POSIX: the mapping keeps the space; nothing is left behind on a crash
+    except OSError:  # Windows cannot remove a mapped file: remove it once the cache is freed
+        weakref.finalize(mm, _remove, path)
+    return torch.from_numpy(mm), path, mm
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def build_cache(model, source, *, prep_for_view, views: int, batch_size: int,
                 device: torch.device, dtype: torch.dtype = torch.float32,
                 memory_budget: int = DEFAULT_MEMORY_BUDGET, num_workers: int = 0,
-                order: Sequence[int] | None = None, autocast=None) -> FeatureCache:
+                order: Sequence[int] | None = None, autocast=None,
+                channels_last: bool = False) -> FeatureCache:
     """Run the frozen backbone once per sample (and per view) and keep the head's inputs.
 
     Args:
         prep_for_view: ``view -> BatchPrep`` (augmenting for views when asked).
+        views: augmented views per sample (1 without augmentation).
+        dtype: ``torch.float32`` or ``torch.float16`` storage.
+        memory_budget: bytes; a larger cache goes to a disk memmap.
         order: the samples to cache (this rank's shard); all of them when ``None``.
+        autocast: ``() -> context manager`` of the training's mixed precision.
+        channels_last: feed the backbone channels-last inputs, as training would.
+
+    Returns:
+        The :class:`FeatureCache`; position ``p`` holds sample ``order[p]``.
     """
     backbone = model.backbone
     pooled = head_takes_pooled(model)
@@ -100,7 +179,7 @@ def build_cache(model, source, *, prep_for_view, views: int, batch_size: int,
     was_training = backbone.training
     backbone.eval()
     store: Tensor | None = None
-    path = None
+    path = keep = None
     targets = []
     try:
         with torch.inference_mode():
@@ -108,20 +187,22 @@ def build_cache(model, source, *, prep_for_view, views: int, batch_size: int,
                 pos = 0
                 for x, y in source.batches(order, batch_size=batch_size, device=device,
                                            prep=prep_for_view(v), num_workers=num_workers):
+                    if channels_last and x.ndim == 4:
+                        x = x.contiguous(memory_format=torch.channels_last)
                     with autocast() if autocast else _null():
                         f = backbone.forward_features(x)
-                    if pooled and f.ndim == 4:
-                        f = f.mean(dim=(2, 3))  # what the average-pooling head computes
+                        if pooled and f.ndim == 4:
+                            f = f.mean(dim=(2, 3))  # what the average-pooling head computes
                     if store is None:
-                        store, path = _allocate((views, len(order), *f.shape[1:]), dtype,
-                                                memory_budget)
+                        store, path, keep = _allocate((views, len(order), *f.shape[1:]),
+                                                      dtype, memory_budget)
                     store[v, pos:pos + len(f)] = f.to("cpu", dtype)
                     pos += len(f)
                     if v == 0:
                         targets.append(y.cpu())
     finally:
         backbone.train(was_training)
-    return FeatureCache(store, torch.cat(targets), path)  # type: ignore[arg-type]
+    return FeatureCache(store, torch.cat(targets), path, keep)  # type: ignore[arg-type]
 
 
 class _null:
@@ -130,3 +211,95 @@ class _null:
 
     def __exit__(self, *a):
         return False
+
+
+# -- reuse by evaluate ------------------------------------------------------------------------
+_EVAL_CACHES: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, FeatureCache, Any]]" = (
+    weakref.WeakKeyDictionary())
+
+
+def _backbone_state(model) -> tuple:
+    """Identity, version counter and float64 sum of every backbone parameter and buffer.
+
+    A version counter moves with every in-place write (optimiser steps, ``load_state_dict``);
+    the sums also catch writes through ``.data``, which bypass the counter.
+    """
+    bb = model.backbone
+    tensors = [t.detach() for t in (*bb.parameters(), *bb.buffers())]
+    with torch.no_grad():
+        sums = [t.sum(dtype=torch.float64) for t in tensors if t.is_floating_point()]
+        sums = torch.stack(sums).cpu().tolist() if sums else []
+    return (tuple((t.data_ptr(), t._version, tuple(t.shape)) for t in tensors), tuple(sums),
+            bb.data_config, head_takes_pooled(model))
+
+
+def _data_state(data: Any) -> tuple | None:
+    """Identity, version and sum of in-memory ``(X, y)`` tensors; ``None`` for other data."""
+    if isinstance(data, torch.utils.data.TensorDataset):
+        tensors = list(data.tensors[:2])
+    elif isinstance(data, (tuple, list)) and len(data) == 2 and all(
+            isinstance(t, Tensor) for t in data):
+        tensors = list(data)
+    else:
+        return None  # files, datasets and loaders can change behind our back: never reused
+    with torch.no_grad():
+        return tuple((id(t), t.data_ptr(), t._version, tuple(t.shape),
+                      float(t.sum(dtype=torch.float64))) for t in tensors)
+
+
+def eval_amp_dtype(amp: bool | str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype :func:`transferkit.evaluate` runs under for ``amp``."""
+    if not amp:
+        return None
+    return torch.float16 if amp == "fp16" or (amp is True and device.type == "cuda") else (
+        torch.bfloat16)
+
+
+def remember_eval_cache(model, data: Any, cache: FeatureCache, *,
+                        amp_dtype: torch.dtype | None, device: torch.device) -> bool:
+    """Keep ``cache`` (``model``'s backbone features of ``data``, computed just now) for reuse.
+
+    Only one-view, float32, in-memory caches of ``(X, y)`` tensors or a ``TensorDataset`` up to
+    ``EVAL_CACHE_LIMIT`` bytes are kept, one per model, for as long as the model lives (or
+    until :func:`forget_eval_cache`). Returns whether it was kept.
+    """
+    data_key = _data_state(data)
+    if (data_key is None or cache.on_disk or cache.views != 1 or cache.nbytes > EVAL_CACHE_LIMIT
+            or cache.features.dtype != torch.float32):  # float16 would change evaluate's figures
+        return False
+    key = (data_key, _backbone_state(model), amp_dtype, device.type)
+    _EVAL_CACHES[model] = (key, cache, data)  # ``data`` is held so that its ids stay unique
+    return True
+
+
+def eval_cache_for(model, data: Any, *, amp_dtype: torch.dtype | None,
+                   device: torch.device) -> FeatureCache | None:
+    """The kept features of ``data`` for ``model``, when they provably still hold; else ``None``.
+
+    They hold when the data tensors are the same (identity, version counter, sum), every
+    backbone tensor is the same (storage, version counter, sum), and so are the preprocessing
+    (``data_config``), the kind of head (pooled or map), the autocast dtype and the device type.
+    A cache whose backbone has changed is dropped.
+    """
+    entry = _EVAL_CACHES.get(model)
+    if entry is None:
+        return None
+    (data_key, bb_key, amp_key, dev_key), cache, _ = entry
+    if _backbone_state(model) != bb_key:
+        _EVAL_CACHES.pop(model, None)  # the backbone moved on: these features never hold again
+        return None
+    if (amp_dtype, device.type) != (amp_key, dev_key) or _data_state(data) != data_key:
+        return None
+    return cache
+
+
+def forget_eval_cache(model) -> None:
+    """Drop the validation cache kept for ``model`` (frees its memory)."""
+    _EVAL_CACHES.pop(model, None)
+
+
+def prune_eval_cache(model) -> None:
+    """Drop the cache kept for ``model`` when its backbone has changed since it was built."""
+    entry = _EVAL_CACHES.get(model)
+    if entry is not None and _backbone_state(model) != entry[0][1]:
+        _EVAL_CACHES.pop(model, None)

@@ -1,0 +1,107 @@
+"""evaluate against the plain ``model.eval()`` + ``torch.no_grad()`` loop: a speedup.
+
+Both sides run the same resnet18 over the same in-memory images at the same batch size. The
+images are at the crop size and the backbone's ``resize_size`` equals its crop, so the only
+preprocessing is the normalisation, which the plain loop writes out too; the plain loop then
+computes the accuracy. ``evaluate`` does all of that under ``torch.inference_mode`` and also
+builds its whole report (loss, top-k, per-class precision/recall/F1, confusion matrix, ECE).
+The model is a fresh one (no cache from a finetune run is reused). Printed (each the median
+over interleaved rounds, higher is better):
+
+- ``evaluate_speedup``: plain loop time / ``evaluate`` time (the whole call, report included);
+- ``evaluate_pass_speedup``: plain loop time / the pass alone (``report.seconds``: batches,
+  preprocessing and forward, without computing the report);
+- ``evaluate_reusing_probe_cache_speedup``: plain loop time / ``evaluate`` on the validation
+  data of a finished linear probe, which reuses that run's cached features (the head runs,
+  the backbone does not). A different workload from the plain loop's: shown apart.
+
+Usage::
+
+    python benchmarks/evaluate_speed.py [--repeats 9] [--samples 256] [--size 64] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import torch
+
+from _common import interleaved, machine, print_results, ratio, set_threads
+
+import transferkit as tk  # noqa: E402  (after _common puts the checkout on the path)
+
+
+def _model(size: int, num_classes: int) -> tk.TransferModel:
+    torch.manual_seed(0)
+    backbone = tk.load_backbone("resnet18")
+    backbone.data_config = dataclasses.replace(
+        backbone.data_config, input_size=(3, size, size), resize_size=size)
+    return tk.replace_head(backbone, num_classes=num_classes)
+
+
+def plain_eval(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor,
+               batch_size: int) -> float:
+    """The evaluation loop a user writes by hand; returns the accuracy."""
+    mean = torch.tensor(model.backbone.data_config.mean)[:, None, None]
+    std = torch.tensor(model.backbone.data_config.std)[:, None, None]
+    model.eval()
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(X), batch_size):
+            outs.append(model((X[i:i + batch_size] - mean) / std))
+    return float((torch.cat(outs).argmax(1) == y).float().mean())
+
+
+def run(repeats: int = 9, samples: int = 256, size: int = 64,
+        batch_size: int = 64) -> dict[str, float]:
+    """Time evaluate and the plain loop in turns; return ``{"evaluate_speedup": s}``."""
+    num_classes = 10
+    model = _model(size, num_classes)
+    g = torch.Generator().manual_seed(0)
+    X = torch.rand(samples, 3, size, size, generator=g)
+    y = torch.randint(0, num_classes, (samples,), generator=g)
+    acc: dict[str, float] = {}
+    pass_seconds: list[float] = []
+
+    def ours() -> None:
+        report = tk.evaluate(model, (X, y), batch_size=batch_size, progress=False, device="cpu")
+        acc["evaluate"] = report.accuracy
+        pass_seconds.append(report.seconds)
+
+    def plain() -> None:
+        acc["plain"] = plain_eval(model, X, y, batch_size)
+
+    times = interleaved({"evaluate": ours, "plain": plain}, repeats)
+    if abs(acc["evaluate"] - acc["plain"]) > 1e-6:
+        raise RuntimeError(f"evaluate and the plain loop disagree: {acc}")
+    times["pass"] = pass_seconds[-repeats:]  # the warm-up round's is dropped
+    out = {"evaluate_speedup": ratio(times, "plain", "evaluate"),
+           "evaluate_pass_speedup": ratio(times, "plain", "pass")}
+
+    # A linear probe with (X, y) as validation data leaves its cache for evaluate.
+    probed = _model(size, num_classes)
+    tk.finetune(probed, (X[:64], y[:64]), (X, y), epochs=1, strategy="linear_probe",
+                augment=False, progress=False, device="cpu")
+    reuse = {"evaluate": lambda: tk.evaluate(probed, (X, y), batch_size=batch_size,
+                                             progress=False, device="cpu"),
+             "plain": lambda: plain_eval(probed, X, y, batch_size)}
+    times = interleaved(reuse, repeats)
+    out["evaluate_reusing_probe_cache_speedup"] = ratio(times, "plain", "evaluate")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--samples", type=int, default=256)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads (1)")
+    args = parser.parse_args()
+    set_threads(args.threads)
+    print(f"# {machine()}")
+    print_results(run(args.repeats, args.samples, args.size))
+
+
+if __name__ == "__main__":
+    main()
