@@ -183,7 +183,7 @@ class Trainer:
         forward = self.dist.wrap(model.head if self.cache is not None else self._compiled())
         total_loss = correct = seen = 0.0
         batches = self._train_batches()
-        n_batches = self._steps_per_epoch() * cfg.grad_accum_steps
+        n_batches = self._batches_per_epoch()
         bar = _progress(batches, n_batches, f"epoch {self.epoch + 1} ({phase.name})",
                         cfg.progress and self.dist.is_main)
         self.optimizer.zero_grad(set_to_none=True)
@@ -272,14 +272,19 @@ class Trainer:
                 "it), or build the loader with sampler=DistributedSampler(dataset).",
                 stacklevel=4)
 
-    def _steps_per_epoch(self) -> int:
+    def _batches_per_epoch(self) -> int:
+        """Training batches (micro-batches) this rank runs in one epoch."""
         src, cfg = self.train_source, self.cfg
         if src.kind == "loader":
             n_batches = len(src.loader)  # type: ignore[arg-type]
         else:
             per_rank = math.ceil(src.n / self.dist.world)
             n_batches = math.ceil(per_rank / cfg.batch_size)
-        return math.ceil(n_batches / cfg.grad_accum_steps)
+        return n_batches
+
+    def _steps_per_epoch(self) -> int:
+        """Optimiser steps per epoch: a last, partial accumulation still steps."""
+        return math.ceil(self._batches_per_epoch() / self.cfg.grad_accum_steps)
 
     def _workers(self, src: Source) -> int:
         return default_workers(src) if self.cfg.num_workers is None else self.cfg.num_workers
