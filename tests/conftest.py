@@ -15,7 +15,10 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 # Under pytest-xdist each worker gets one core: one intra-op thread each avoids two workers'
 # thread pools fighting over two cores (which made small ops ~30x slower here).
 if os.environ.get("PYTEST_XDIST_WORKER"):
+    from threadpoolctl import threadpool_limits
+
     torch.set_num_threads(1)
+    threadpool_limits(1)  # numpy/scipy BLAS too (LogME's SVD was 20x slower oversubscribed)
 
 
 @pytest.fixture(autouse=True)

@@ -24,6 +24,7 @@ from .heads import get_head_spec, list_heads, register_head
 from .load_backbone import load_backbone
 from .metrics import EvalReport, compute_report
 from .predict import Prediction, predict
+from .rank_backbones import Ranking, rank_backbones
 from .replace_head import replace_head
 from .save import load, save
 from .transfer_model import TransferModel
@@ -40,6 +41,7 @@ __all__ = [
     "FreezeSummary",
     "History",
     "Prediction",
+    "Ranking",
     "TransferModel",
     "compute_report",
     "cross_validate",
@@ -54,6 +56,7 @@ __all__ = [
     "load",
     "load_backbone",
     "predict",
+    "rank_backbones",
     "register_backbone",
     "register_head",
     "replace_head",
