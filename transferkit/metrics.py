@@ -389,13 +389,16 @@ def _multiclass(y: np.ndarray, logits: np.ndarray, keys: list[str], top_k: Seque
         topk[k] = float(skm.top_k_accuracy_score(y, logits, k=k, labels=labels))
     m: dict[str, float] = {"loss": loss, "accuracy": acc}
     m.update({f"top{k}_accuracy": v for k, v in topk.items() if k > 1})
-    for avg in ("macro", "weighted"):
-        p, r, f, _ = skm.precision_recall_fscore_support(
-            y, pred, labels=labels, average=avg, zero_division=0)
-        m.update({f"{avg}_precision": float(p), f"{avg}_recall": float(r), f"{avg}_f1": float(f)})
-    m["ece"] = expected_calibration_error(probs, y, n_bins)
+    # One per-class pass; macro is its plain mean and weighted its support-weighted mean,
+    # exactly as scikit-learn averages (one call instead of three: evaluate's fixed cost).
     p, r, f, s = skm.precision_recall_fscore_support(
         y, pred, labels=labels, average=None, zero_division=0)
+    weights = s / s.sum()
+    for avg, w in (("macro", None), ("weighted", weights)):
+        m.update({f"{avg}_precision": float(np.average(p, weights=w)),
+                  f"{avg}_recall": float(np.average(r, weights=w)),
+                  f"{avg}_f1": float(np.average(f, weights=w))})
+    m["ece"] = expected_calibration_error(probs, y, n_bins)
     per_class = {
         c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
             "support": int(s[i])}
