@@ -1,0 +1,261 @@
+"""The ``transferkit`` command: every subcommand, and one-line errors with exit status 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from transferkit.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    status = main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def assert_one_line_error(status: int, err: str, *fragments: str, code: int = 2) -> None:
+    lines = err.strip().splitlines()
+    assert status == code, err
+    assert len(lines) == 1 and lines[0].startswith("transferkit: error: "), err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+# -- list -------------------------------------------------------------------------------------
+def test_list_heads_prints_every_registered_head(capsys) -> None:
+    import transferkit as tk
+
+    status, out, _ = run(capsys, "list", "heads")
+    assert status == 0 and out.split() == tk.list_heads()
+
+
+def test_list_backbones_filters_with_a_wildcard(capsys) -> None:
+    status, out, _ = run(capsys, "list", "backbones", "efficientnet_lite*")
+    assert status == 0
+    assert out.split() == ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
+
+
+def test_list_without_a_match_says_so(capsys) -> None:
+    status, out, err = run(capsys, "list", "backbones", "nothing_like_this*")
+    assert out == ""
+    assert_one_line_error(status, err, "no backbones match 'nothing_like_this*'")
+
+
+# -- bad input: one line, status 2, traceback only with --debug ------------------------------
+@pytest.mark.parametrize("argv, fragments", [
+    (["list", "backbone"], ["invalid choice: 'backbone'"]),
+    ([], ["required: COMMAND"]),
+    (["finetune"], ["--data"]),
+    (["finetune", "--data", "digits", "--epochs", "0"], ["--epochs", "got 0"]),
+    (["finetune", "--data", "digits", "--lr", "fast"], ["--lr", "'fast'"]),
+    (["finetune", "--data", "no/such/dir"], ["'no/such/dir'", "digits"]),
+    (["finetune", "--data", "digits", "--backbone", "resnet5"],
+     ["Unknown backbone 'resnet5'", "resnet50"]),
+    (["finetune", "--data", "digits", "--head", "linearr", "--weights", "none",
+      "--backbone", "resnet18"], ["linear"]),
+    (["finetune", "--data", "digits", "--backbone", "resnet18", "--weights", "missing.pth"],
+     ["missing.pth", "does not exist"]),
+    (["evaluate", "no/model", "--data", "digits"], ["No saved model at 'no/model'"]),
+    (["predict", "no/model", "missing.png"], ["missing.png"]),
+    (["demo", "--image-size", "16"], ["image_size", ">= 32"]),
+    (["demo", "--strategies", "linear_probe,magic"], ["magic"]),
+    (["demo", "--n-per-class", "900"], ["n_per_class=900", "800"]),
+], ids=lambda v: " ".join(v) if isinstance(v, list) and all(isinstance(a, str) for a in v)
+    else None)
+def test_bad_input_is_one_line_on_stderr_with_status_2(capsys, tmp_path, monkeypatch, argv,
+                                                       fragments) -> None:
+    monkeypatch.chdir(tmp_path)
+    status, out, err = run(capsys, *argv)
+    assert_one_line_error(status, err, *fragments)
+
+
+def test_debug_shows_the_traceback(capsys, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no/such/dir"):
+        main(["finetune", "--data", "no/such/dir", "--debug"])
+    with pytest.raises(FileNotFoundError):
+        main(["--debug", "finetune", "--data", "no/such/dir"])
+
+
+def test_a_training_failure_exits_1(capsys, monkeypatch, tmp_path) -> None:
+    from transferkit import errors
+
+    def explode(*args, **kwargs):
+        raise errors.TrainingError("The loss became nan at epoch 1, batch 3; training stopped.")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys.modules["transferkit.finetune"], "finetune", explode)
+    status, _, err = run(capsys, "finetune", "--data", "digits", "--n-per-class", "2",
+                         "--backbone", "resnet18", "--weights", "none")
+    assert_one_line_error(status, err, "loss became nan", code=1)
+
+
+# -- finetune -> evaluate -> predict ----------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A model fine-tuned by the CLI on a few digits (resnet18, random init, 32 px)."""
+    out = tmp_path_factory.mktemp("cli") / "digits"
+    status = main(["finetune", "--data", "digits", "--n-per-class", "3", "--n-per-class-test",
+                   "2", "--backbone",
+                   "resnet18", "--weights", "none", "--strategy", "full", "--epochs", "2",
+                   "--image-size", "32", "--batch-size", "16", "--out", str(out),
+                   "--no-progress"])
+    assert status == 0
+    return out
+
+
+def test_finetune_writes_model_history_and_evaluation(trained: Path) -> None:
+    import transferkit as tk
+
+    assert {p.name for p in trained.iterdir()} == {
+        "model.safetensors", "model.json", "history.json", "eval.json"}
+    history = json.loads((trained / "history.json").read_text())
+    assert [r["epoch"] for r in history] == [0, 1] and "val_accuracy" in history[0]
+    report = json.loads((trained / "eval.json").read_text())
+    assert report["n_samples"] == 20  # --n-per-class-test 2 of digits' test split
+    model = tk.load(trained / "model")
+    assert model.class_names == [str(d) for d in range(10)]
+    assert model.data_config.crop_size == 32  # --image-size was recorded
+
+
+def test_evaluate_prints_the_report_and_writes_json(trained: Path, capsys, tmp_path) -> None:
+    status, out, _ = run(capsys, "evaluate", str(trained / "model"), "--data", "digits",
+                         "--n-per-class", "2", "--json", str(tmp_path / "e.json"),
+                         "--no-progress")
+    assert status == 0 and "accuracy" in out
+    assert json.loads((tmp_path / "e.json").read_text())["n_samples"] == 20
+
+
+def _write_pngs(folder: Path, n: int) -> list[Path]:
+    from PIL import Image
+
+    from transferkit.datasets import digits
+
+    test = digits(n_per_class_test=1).test
+    paths = []
+    for i in range(n):
+        path = folder / f"d{i}.png"
+        Image.fromarray((test.data[i, 0] * 255).byte().numpy(), mode="L").save(path)
+        paths.append(path)
+    return paths
+
+
+def test_predict_prints_one_line_per_image(trained: Path, capsys, tmp_path) -> None:
+    paths = _write_pngs(tmp_path, 3)
+    status, out, _ = run(capsys, "predict", str(trained / "model"), *map(str, paths),
+                         "--top-k", "2")
+    lines = out.strip().splitlines()
+    assert status == 0 and len(lines) == 3
+    for path, line in zip(paths, lines):
+        fields = line.split("\t")
+        assert fields[0] == str(path) and len(fields) == 5
+        assert fields[1] in [str(d) for d in range(10)]
+        assert 0 <= float(fields[2]) <= 1 and float(fields[2]) >= float(fields[4])
+
+
+def test_predict_refuses_a_file_that_is_not_an_image(trained: Path, capsys, tmp_path) -> None:
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    status, _, err = run(capsys, "predict", str(trained / "model"), str(bad))
+    assert_one_line_error(status, err, "notes.png")
+
+
+@pytest.mark.parametrize("layout", ["train_val", "flat"])
+def test_finetune_on_an_image_folder(layout: str, capsys, tmp_path) -> None:
+    root = tmp_path / "pics"
+    for split in (["train", "val"] if layout == "train_val" else [""]):
+        for cls in ("a", "b"):
+            (root / split / cls).mkdir(parents=True)
+            _write_pngs(root / split / cls, 4)
+    status, out, err = run(capsys, "finetune", "--data", str(root), "--backbone", "resnet18",
+                           "--weights", "none", "--epochs", "1", "--strategy", "full",
+                           "--image-size", "32", "--out", str(tmp_path / "out"),
+                           "--no-progress", "--val-fraction", "0.25")
+    assert status == 0, err
+    report = json.loads((tmp_path / "out" / "eval.json").read_text())
+    assert report["class_names"] == ["a", "b"]
+    assert report["n_samples"] == (8 if layout == "train_val" else 2)
+
+
+# -- the program as installed -----------------------------------------------------------------
+def test_python_dash_m_runs_the_cli_and_errors_in_one_line(tmp_path) -> None:
+    done = subprocess.run([sys.executable, "-m", "transferkit", "finetune", "--data", "nope"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        "transferkit: error: --data 'nope' is neither an image folder nor a built-in dataset "
+        "(animal_mnist, fashion_mnist, digits)."]
+
+
+@pytest.mark.slow
+def test_console_script_is_installed(tmp_path) -> None:
+    script = shutil.which("transferkit", path=os.path.dirname(sys.executable))
+    if script is None:
+        pytest.skip("transferkit is not installed with its console script here")
+    done = subprocess.run([script, "list", "heads"], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and "linear" in done.stdout.split()
+
+
+@pytest.mark.slow
+def test_finetune_under_torchrun_writes_once(tmp_path) -> None:
+    """Two processes (gloo): both train, rank 0 alone prints and writes."""
+    pytest.importorskip("torch.distributed.run")
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("torch.distributed with gloo is not available")
+    out = tmp_path / "ddp"
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "transferkit", "finetune", "--data", "digits", "--n-per-class", "2",
+         "--backbone", "resnet18", "--weights", "none", "--strategy", "full", "--epochs", "1",
+         "--image-size", "32", "--batch-size", "4", "--out", str(out), "--no-progress"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("evaluated on") == 1
+    assert (out / "model.json").is_file() and (out / "eval.json").is_file()
+
+
+class _Execed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("argv, restarts", [
+    (["demo", "--tiny"], True), (["--debug", "finetune", "--data", "x"], True),
+    (["list", "heads"], False)])
+def test_long_commands_restart_once_with_passive_openmp(monkeypatch, argv, restarts) -> None:
+    """Run as a program, demo and finetune re-exec themselves with OMP_WAIT_POLICY=PASSIVE."""
+    calls = []
+
+    def fake_execv(path, args):
+        calls.append((path, list(args), os.environ.get("OMP_WAIT_POLICY")))
+        raise _Execed
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setattr(os, "execv", fake_execv)
+    monkeypatch.setattr(sys, "argv", ["transferkit", *argv])
+    if restarts:
+        with pytest.raises(_Execed):
+            main()
+        assert calls == [(sys.executable, [sys.executable, "-m", "transferkit", *argv],
+                          "PASSIVE")]
+    else:
+        assert main() == 0 and calls == []
+    # A policy the user chose is kept, and there is no restart.
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    monkeypatch.setattr(sys, "argv", ["transferkit", "list", "heads"])
+    calls.clear()
+    assert main() == 0 and calls == []

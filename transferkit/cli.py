@@ -1,0 +1,451 @@
+"""The ``transferkit`` command line: ``list``, ``finetune``, ``evaluate``, ``predict``, ``demo``.
+
+Run ``transferkit <command> --help`` for the options of each; ``python -m transferkit`` is the
+same program. Bad input prints one line, ``transferkit: error: <message>``, on stderr and
+exits with status 2 (1 for a failure during training); ``--debug`` shows the traceback instead.
+``transferkit finetune`` also runs under ``torchrun`` (only rank 0 prints and writes files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+__all__ = ["main", "build_parser", "BUILTIN_DATASETS"]
+
+#: Dataset names that ``--data`` accepts besides an image folder.
+BUILTIN_DATASETS = ("animal_mnist", "fashion_mnist", "digits")
+_PROG = "transferkit"
+
+
+class _UsageError(Exception):
+    """Bad command-line input found by the parser (exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line (raised, printed by :func:`main`)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
+
+
+# -- the parser -------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``transferkit`` command (every subcommand)."""
+    common = _Parser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the full traceback of an error")
+    parser = _Parser(prog=_PROG, parents=[common],
+                     description="Transfer learning for vision models: load a pretrained "
+                     "backbone, replace its head, freeze, fine-tune, evaluate.")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"transferkit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("list", parents=[common], help="list backbones or heads",
+                       description="List the registered backbones or heads, one per line.")
+    p.add_argument("what", choices=("backbones", "heads"))
+    p.add_argument("pattern", nargs="?", default=None,
+                   help="shell-style wildcard, e.g. 'resnet*' or 'timm/convnext*'")
+
+    p = sub.add_parser("finetune", parents=[common], help="fine-tune a backbone on data",
+                       description="Fine-tune a pretrained backbone with a new head; save "
+                       "the model, its history and its evaluation to --out.")
+    _data_arguments(p)
+    p.add_argument("--backbone", default="efficientnet_lite0",
+                   help="a registered backbone (see 'transferkit list backbones')")
+    p.add_argument("--weights", default="DEFAULT",
+                   help="'DEFAULT', a pretrained tag, a weights file, or 'none' for random "
+                   "initialisation (default: DEFAULT)")
+    p.add_argument("--head", default="linear", help="a registered head (default: linear)")
+    p.add_argument("--strategy", default="lp_ft",
+                   choices=("lp_ft", "full", "linear_probe", "gradual"))
+    p.add_argument("--epochs", type=_positive_int, default=5)
+    p.add_argument("--probe-epochs", type=_positive_int, default=5,
+                   help="lp_ft: at most this many epochs of linear probe first")
+    p.add_argument("--lr", type=_positive_float, default=None,
+                   help="learning rate (default: 1e-3 for adamw, 0.01 for sgd)")
+    p.add_argument("--optimizer", default="adamw", choices=("adamw", "sgd"))
+    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--image-size", type=_positive_int, default=None,
+                   help="train (and record for evaluation) at this crop size")
+    p.add_argument("--no-augment", action="store_true", help="no random crops and flips")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: auto)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/finetune",
+                   help="output folder: model.safetensors + model.json, history.json, "
+                   "eval.json (default: runs/finetune)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("evaluate", parents=[common], help="evaluate a saved model on data",
+                       description="Evaluate a model saved by 'transferkit finetune' or "
+                       "transferkit.save() and print its report.")
+    p.add_argument("model", help="the saved model: <dir>/model (or either of its two files)")
+    _data_arguments(p, evaluate=True)
+    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--device", default=None)
+    p.add_argument("--json", dest="json_path", default=None, help="also write the report here")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("predict", parents=[common], help="predict the class of image files",
+                       description="Print the predicted class of each image file: "
+                       "path, class, probability (tab-separated).")
+    p.add_argument("model", help="the saved model: <dir>/model (or either of its two files)")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--top-k", type=_positive_int, default=1)
+    p.add_argument("--device", default=None)
+
+    from .demo import DemoConfig
+
+    d = DemoConfig()
+    p = sub.add_parser("demo", parents=[common], help="the README's transfer-learning demo",
+                       description="EfficientNet-Lite0 pretrained on ImageNet, adapted to "
+                       "Animal-MNIST three ways (linear probe, lp_ft, from scratch) on the "
+                       "same budget; prints a table and writes report.json, figures and the "
+                       "best model. Offline.")
+    p.add_argument("--epochs", type=_positive_int, default=d.epochs,
+                   help=f"epochs through the backbone (default: {d.epochs})")
+    p.add_argument("--probe-epochs", type=_positive_int, default=d.probe_epochs)
+    p.add_argument("--image-size", type=_positive_int, default=d.image_size,
+                   help=f"crop size in pixels, >= 32 (default: {d.image_size})")
+    p.add_argument("--n-per-class", type=_positive_int, default=None,
+                   help="training images per class, at most 800 (default: all)")
+    p.add_argument("--n-per-class-test", type=_positive_int, default=None,
+                   help="test images per class, at most 200 (default: all)")
+    p.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
+    p.add_argument("--lr", type=_positive_float, default=d.lr)
+    p.add_argument("--backbone-lr-mult", type=_positive_float, default=d.backbone_lr_mult)
+    p.add_argument("--augment", action="store_true",
+                   help="random resized crops and flips when the backbone trains")
+    p.add_argument("--strategies", default=",".join(d.strategies),
+                   help=f"comma-separated subset of {','.join(d.strategies)}")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--out", default=str(d.out_dir), help=f"output folder (default: {d.out_dir})")
+    p.add_argument("--tiny", action="store_true", help="a seconds-long run (for tests)")
+    p.add_argument("--no-progress", action="store_true")
+    _rank_arguments(sub, common)
+    return parser
+
+
+def _data_arguments(p: argparse.ArgumentParser, evaluate: bool = False) -> None:
+    p.add_argument("--data", required=True,
+                   help="an image folder (root/<class>/<image>, or root/train + root/val or "
+                   f"root/test) or a built-in dataset: {', '.join(BUILTIN_DATASETS)}")
+    p.add_argument("--n-per-class", type=_positive_int, default=None,
+                   help="built-in datasets: keep this many images per class"
+                   + (" of the test set" if evaluate else " for training"))
+    if not evaluate:
+        p.add_argument("--n-per-class-test", type=_positive_int, default=None,
+                       help="built-in datasets: keep this many test images per class")
+        p.add_argument("--val-fraction", type=float, default=0.1,
+                       help="an image folder without val/ or test/: hold out this fraction, "
+                       "stratified (default: 0.1)")
+
+
+# -- data -------------------------------------------------------------------------------------
+def _builtin(name: str):
+    from . import datasets
+
+    key = name.replace("-", "_").lower()
+    return getattr(datasets, key) if key in BUILTIN_DATASETS else None
+
+
+def _training_data(args: argparse.Namespace) -> tuple[Any, Any, list[str], str]:
+    """``(train, held_out, class_names, description)`` from ``--data``."""
+    from .data import stratified_split
+
+    loader = _builtin(args.data)
+    if loader is not None:
+        split = loader(n_per_class=args.n_per_class, n_per_class_test=args.n_per_class_test)
+        return split.train, split.test, list(split.classes), f"{args.data} (its test split)"
+    root = Path(args.data)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"--data {args.data!r} is neither an image folder nor a built-in dataset "
+            f"({', '.join(BUILTIN_DATASETS)})."
+        )
+    held = next((root / n for n in ("val", "valid", "validation", "test")
+                 if (root / n).is_dir()), None)
+    if held is not None and (root / "train").is_dir():
+        from torchvision.datasets import ImageFolder
+
+        classes = ImageFolder(str(root / "train")).classes
+        return str(root / "train"), str(held), classes, f"{held}"
+    from torchvision.datasets import ImageFolder
+
+    folder = ImageFolder(str(root))
+    if not 0 < args.val_fraction < 1:
+        raise ValueError(f"--val-fraction must be in (0, 1), got {args.val_fraction}.")
+    train, held = stratified_split(folder, args.val_fraction, seed=args.seed)
+    return train, held, list(folder.classes), (
+        f"a stratified {args.val_fraction:.0%} of {root} (seed {args.seed})")
+
+
+def _eval_data(args: argparse.Namespace) -> Any:
+    loader = _builtin(args.data)
+    if loader is not None:
+        return loader(n_per_class_test=args.n_per_class).test
+    if not Path(args.data).is_dir():
+        raise FileNotFoundError(
+            f"--data {args.data!r} is neither an image folder nor a built-in dataset "
+            f"({', '.join(BUILTIN_DATASETS)})."
+        )
+    return args.data
+
+
+# -- commands ---------------------------------------------------------------------------------
+def _cmd_list(args: argparse.Namespace) -> int:
+    from .backbones import list_backbones
+    from .heads import list_heads
+
+    names = (list_backbones if args.what == "backbones" else list_heads)(args.pattern)
+    if not names:
+        raise ValueError(f"no {args.what} match {args.pattern!r}; 'transferkit list "
+                         f"{args.what}' lists them all")
+    print("\n".join(names))
+    return 0
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate
+    from .finetune import finetune
+    from .load_backbone import load_backbone
+    from .replace_head import replace_head
+    from .save import save
+
+    main = _is_main_process()
+    train, held, classes, held_desc = _training_data(args)
+    weights = None if args.weights.lower() == "none" else args.weights
+    model = replace_head(load_backbone(args.backbone, weights=weights), len(classes),
+                         args.head, class_names=classes)
+    progress = not args.no_progress and main
+    options: dict[str, Any] = {
+        "epochs": args.epochs, "strategy": args.strategy, "probe_epochs": args.probe_epochs,
+        "optimizer": args.optimizer, "batch_size": args.batch_size, "device": args.device,
+        "seed": args.seed, "augment": not args.no_augment, "progress": progress,
+    }
+    for key in ("lr", "image_size"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    start = time.perf_counter()
+    history = finetune(model, train, held, **options)
+    seconds = time.perf_counter() - start
+    report = evaluate(model, held, progress=progress, device=args.device)
+    if not main:
+        return 0
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save(model, out / "model")
+    (out / "history.json").write_text(json.dumps(history.to_list(), indent=2) + "\n",
+                                      encoding="utf-8")
+    report.to_json(out / "eval.json")
+    print(f"{args.backbone} ({weights or 'random init'}) + {args.head} head, {args.strategy}, "
+          f"{len(history)} epochs in {seconds:.0f} s")
+    print(f"evaluated on {held_desc}: accuracy {report.accuracy:.4f}, "
+          f"macro F1 {report.macro_f1:.4f}")
+    print(f"saved {out / 'model.safetensors'}, {out / 'model.json'}, {out / 'history.json'}, "
+          f"{out / 'eval.json'}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate
+    from .save import load
+
+    model = load(args.model, device=args.device or "cpu")
+    data = _eval_data(args)
+    report = evaluate(model, data, batch_size=args.batch_size, device=args.device,
+                      progress=not args.no_progress)
+    if args.json_path:
+        report.to_json(args.json_path)
+    print(report)
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import predict
+    from .save import load
+
+    missing = [p for p in args.images if not Path(p).is_file()]
+    if missing:
+        raise FileNotFoundError(f"No such image file: {missing[0]!r}"
+                                + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    model = load(args.model, device=args.device or "cpu")
+    for path, pred in zip(args.images, predict(model, list(args.images), top_k=args.top_k,
+                                               device=args.device)):
+        names = pred.top_class_names or tuple(str(i) for i in pred.top_indices)
+        best = "\t".join(f"{n}\t{p:.4f}" for n, p in zip(names, pred.top_probabilities))
+        print(f"{path}\t{best}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import DemoConfig, format_table, run_demo
+
+    config = DemoConfig(
+        epochs=args.epochs, probe_epochs=args.probe_epochs, image_size=args.image_size,
+        n_per_class=args.n_per_class, n_per_class_test=args.n_per_class_test,
+        batch_size=args.batch_size, lr=args.lr, backbone_lr_mult=args.backbone_lr_mult,
+        augment=args.augment, seed=args.seed, out_dir=args.out, tiny=args.tiny,
+        strategies=[s.strip() for s in args.strategies.split(",") if s.strip()],
+        progress=not args.no_progress,
+    )
+    result = run_demo(config)
+    d = result.data
+    print(f"\nEfficientNet-Lite0 (ImageNet weights) -> Animal-MNIST: {d['n_train']} training, "
+          f"{d['n_val']} validation, {d['n_test']} test images; {config.image_size} px, "
+          f"{config.epochs} epoch(s) through the backbone, batch {config.batch_size}, "
+          f"AdamW lr {config.lr:g}")
+    print(f"test: {d['split']}\n")
+    print(format_table(result))
+    print(f"\n* saved (best validation accuracy). Wall time {result.wall_seconds:.0f} s on "
+          f"{result.environment['torch_threads']} CPU thread(s)"
+          f"{' + CUDA' if result.environment['device'] == 'cuda' else ''}. "
+          f"Files in {config.out_dir}/: " + ", ".join(sorted(
+              Path(p).name for p in result.files.values())))
+    return 0
+
+
+def _rank_arguments(sub: Any, common: argparse.ArgumentParser) -> None:
+    from .rank_backbones import METRICS
+
+    p = sub.add_parser("rank", parents=[common], help="rank backbones before fine-tuning",
+                       description="Score candidate backbones on the training data with a "
+                       "transferability score (one forward pass each, no training) and print "
+                       "them best first. See docs/choosing-a-model.md.")
+    _data_arguments(p)
+    p.add_argument("--candidates", nargs="+", required=True,
+                   help="backbone names (default pretrained weights), NAME:WEIGHTS "
+                   "(WEIGHTS: 'none' for random init, a tag or a file) or wildcards such as "
+                   "'efficientnet_lite*'; space- or comma-separated")
+    p.add_argument("--metric", default="logme", choices=METRICS)
+    p.add_argument("--image-size", type=_positive_int, default=None,
+                   help="crop size to score at (use the size you will fine-tune at)")
+    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--device", default=None)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the held-out split of an image folder")
+    p.add_argument("--json", dest="json_path", default=None, help="also write the ranking here")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _cmd_rank(args: argparse.Namespace) -> int:
+    from .rank_backbones import rank_backbones
+
+    train, _, _, _ = _training_data(args)
+    candidates: list[Any] = []
+    for item in (c.strip() for arg in args.candidates for c in arg.split(",")):
+        name, sep, weights = item.partition(":")  # the first colon: C:\ paths survive
+        if item:
+            candidates.append((name, None if weights.lower() == "none" else weights)
+                              if sep else name)
+    ranking = rank_backbones(candidates, train, args.metric, image_size=args.image_size,
+                             batch_size=args.batch_size, device=args.device,
+                             progress=not args.no_progress)
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(ranking.to_dict(), indent=2) + "\n",
+                                        encoding="utf-8")
+    print(ranking)
+    return 0
+
+
+_COMMANDS = {"list": _cmd_list, "finetune": _cmd_finetune, "evaluate": _cmd_evaluate,
+             "predict": _cmd_predict, "demo": _cmd_demo, "rank": _cmd_rank}
+
+
+# -- entry point ------------------------------------------------------------------------------
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text
+
+
+# OpenMP threads that spin while they wait make PyTorch training many times slower on a CPU
+# that other processes share (measured on 2 busy cores, EfficientNet-Lite0 at 64 px: 9
+# images/s spinning, 73 with OMP_WAIT_POLICY=PASSIVE). The policy is read once, when torch
+# loads its OpenMP runtime, which importing transferkit has already done; so the long
+# commands, run as a program, restart themselves once with it set, unless the user chose one.
+_LONG_COMMANDS = ("demo", "finetune")
+
+
+def _restart_with_passive_omp(argv: list[str]) -> None:
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if "OMP_WAIT_POLICY" in os.environ or command not in _LONG_COMMANDS or os.name == "nt":
+        return
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "transferkit", *argv])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``transferkit`` command with ``argv`` (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0 on success, 2 for bad input, 1 for a failure while running.
+
+    Example:
+        >>> from transferkit.cli import main
+        >>> main(["list", "heads", "lin*"])
+        linear
+        0
+    """
+    if argv is None:  # run as a program (not called from Python)
+        argv = sys.argv[1:]
+        _restart_with_passive_omp(argv)
+    argv = list(argv)
+    debug = "--debug" in argv
+    from .errors import TrainingError, TransferkitError
+
+    try:
+        args = build_parser().parse_args(argv)
+        return _COMMANDS[args.command](args)
+    except _UsageError as exc:
+        print(f"{_PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except (TrainingError, MemoryError) as exc:
+        if debug:
+            raise
+        print(f"{_PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except (TransferkitError, ValueError, TypeError, FileNotFoundError, ImportError) as exc:
+        if debug:
+            raise
+        print(f"{_PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{_PROG}: interrupted", file=sys.stderr)
+        return 130
