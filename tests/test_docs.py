@@ -27,10 +27,7 @@ _FENCE = re.compile(r"^```(\S*)[ \t]*(.*)$")
 # Pages of other parts of the project whose code blocks are illustrations that cannot run as
 # they stand. strict=True: the day a page runs, its entry must go (the test then XPASSes, a
 # failure).
-_NOT_RUNNABLE_YET = {
-    "distributed.md": "its example trains resnet50 with downloaded weights on data/train",
-    "reference-ops.md": "its first block uses x, weight, bias and torchvision undefined",
-}
+_NOT_RUNNABLE_YET: dict[str, str] = {}
 
 
 @dataclass
