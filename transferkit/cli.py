@@ -328,7 +328,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
           f"{d['n_val']} validation, {d['n_test']} test images; {config.image_size} px, "
           f"{config.epochs} epoch(s) through the backbone, batch {config.batch_size}, "
           f"AdamW lr {config.lr:g}")
-    print(f"test: {d['split']}\n")
+    print(f"{d['split'][0].upper()}{d['split'][1:]}.\n")
     print(format_table(result))
     print(f"\n* saved (best validation accuracy). Wall time {result.wall_seconds:.0f} s on "
           f"{result.environment['torch_threads']} CPU thread(s)"

@@ -168,8 +168,8 @@ def _load_data(cfg: DemoConfig):
     info = {
         "dataset": "animal-mnist 0.4 (pip package; 10 classes, grey 28x28)",
         "classes": list(split.classes),
-        "split": ("test: the package's 80/20 stratified split (transferkit.datasets."
-                  "animal_mnist, split_seed=0); validation: a stratified "
+        "split": ("test images: the package's 80/20 stratified split (transferkit.datasets."
+                  "animal_mnist, split_seed=0); validation images: a stratified "
                   f"{cfg.val_fraction:.0%} of the training images (seed {cfg.seed})"),
         "n_train": len(train), "n_val": len(val), "n_test": len(split.test),
         "n_per_class": cfg.n_per_class, "n_per_class_test": cfg.n_per_class_test,
@@ -188,8 +188,11 @@ def _build(strategy: str, classes: list[str]):
 
 
 def _options(strategy: str, cfg: DemoConfig) -> dict[str, Any]:
+    # channels_last: EfficientNet-Lite0 trains ~1.8x faster in it on the CPU too (measured at
+    # 64 px, batch 64: 77 -> 132 images/s on 2 busy cores); finetune turns it on for CUDA only.
     common = {"image_size": cfg.image_size, "batch_size": cfg.batch_size, "lr": cfg.lr,
-              "seed": cfg.seed, "progress": cfg.progress, "num_workers": 0}
+              "seed": cfg.seed, "progress": cfg.progress, "num_workers": 0,
+              "channels_last": True}
     if strategy == "linear_probe":  # cached features: no augmentation, many cheap epochs
         return {**common, "strategy": "linear_probe", "augment": False,
                 "epochs": cfg.probe_epochs + cfg.epochs}
@@ -206,7 +209,9 @@ def _run_strategy(strategy: str, cfg: DemoConfig, train, val, test, classes, say
 
     model = _build(strategy, classes)
     options = _options(strategy, cfg)
-    say(f"{strategy}: training ({_describe(options)}) ...")
+    cached = " (the frozen backbone runs once per image: features cached first)" if (
+        strategy != "scratch") else ""
+    say(f"{strategy}: training ({_describe(options)}){cached} ...")
     t0 = time.perf_counter()
     history = finetune(model, train, val, **options)
     train_seconds = time.perf_counter() - t0
