@@ -22,16 +22,6 @@ from transferkit.predict import Prediction, eval_transform, predict
 from transferkit.save import FORMAT, load, model_paths, save
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine, 2 OpenMP threads wait on each other
-    (a 32 px resnet18 forward takes 1.6 s instead of 0.05 s)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _model(head: str = "linear", num_classes: int = 3, **options) -> tk.TransferModel:
     backbone = tk.load_backbone("resnet18")
     backbone.data_config = backbone.data_config.with_image_size(32)
