@@ -7,24 +7,30 @@ For each candidate backbone, on the same target data:
 2. fine-tune it with one small fixed budget (``lp_ft``: a linear probe of at most
    ``--probe-epochs`` epochs, then ``--epochs`` epochs of the whole model at 0.1x the learning
    rate; no augmentation; ``--n-per-class`` training images per class at ``--image-size``
-   pixels) and measure its accuracy on a fixed test subset.
+   pixels), once for each of ``--finetune-seeds`` (the head's initialisation and the order of
+   the batches), and measure its accuracy on the test split (all of it by default).
 
-Each backbone is built once, under ``torch.manual_seed(seed)``, and the same object is scored
-and then fine-tuned, so a randomly initialised candidate is scored on the very weights that
-fine-tuning starts from. Printed: one line per candidate, then Kendall's tau (tau-b, scipy)
-between each score and the fine-tuned accuracies, and ``scoring_speedup`` = seconds of
-fine-tuning all candidates / seconds of ranking them all with LogME. Neither time includes
-building the backbones; the fine-tuning time excludes the test evaluation. To scale the
-speedup to another budget, ``probe_over_scoring`` and ``epoch_over_scoring`` give the cost of
-the probe (with its feature-cache pass) and of one epoch of the whole model, in units of the
-ranking: speedup(E epochs) ~ probe_over_scoring + E * epoch_over_scoring.
+Each backbone is built once, under ``torch.manual_seed(seed)``, and scored; every fine-tuning
+run starts from a copy of that scored object, so a randomly initialised candidate is scored on
+the very weights that its fine-tuning starts from. The ground truth of a candidate is its mean
+test accuracy over the fine-tuning seeds: one run's accuracy moves by about a point from seed
+to seed, as much as the pretrained candidates differ.
+
+Printed: one line per candidate, then Kendall's tau (tau-b, scipy) between each score and the
+mean accuracies, the same tau against each seed's accuracies alone (its spread is the noise of
+the ground truth), and ``scoring_speedup`` = seconds of fine-tuning all candidates once (the
+mean over seeds) / seconds of ranking them all with LogME. Neither time includes building the
+backbones; the fine-tuning time excludes the test evaluation. To scale the speedup to another
+budget, ``probe_over_scoring`` and ``epoch_over_scoring`` give the cost of the probe (with its
+feature-cache pass) and of one epoch of the whole model, in units of the ranking:
+speedup(E epochs) ~ probe_over_scoring + E * epoch_over_scoring.
 
 On a shared machine, pin the thread pools to one thread each (oversubscribed OpenMP and BLAS
 pools were 5-10x slower here)::
 
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python benchmarks/transferability_agreement.py \
         [--datasets animal_mnist,fashion_mnist] [--n-per-class 200] [--image-size 64] \
-        [--epochs 3] [--json results.json]
+        [--epochs 3] [--finetune-seeds 0,1,2] [--json results.json]
 
 Fashion-MNIST is used only where its files are installed (see transferkit.datasets).
 """
@@ -32,7 +38,9 @@ Fashion-MNIST is used only where its files are installed (see transferkit.datase
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import statistics
 import time
 from typing import Any
 
@@ -87,12 +95,16 @@ def _score(backbones: list[tk.Backbone], labels: list[str], train: Any, metric: 
     return out
 
 
-def _finetune(backbone: tk.Backbone, train: Any, test: Any, num_classes: int,
+def _finetune(backbone: tk.Backbone, train: Any, test: Any, num_classes: int, seed: int,
               options: dict[str, Any]) -> dict[str, float]:
-    """Test accuracy and seconds of one candidate's fine-tuning (whole, and per full epoch)."""
-    model = tk.replace_head(backbone, num_classes)
+    """Test accuracy and seconds of one fine-tuning run (whole, and per full epoch).
+
+    Runs on a copy of ``backbone``, which stays as it was scored for the next seed.
+    """
+    torch.manual_seed(seed)  # the new head's initialisation
+    model = tk.replace_head(copy.deepcopy(backbone), num_classes)
     start = time.perf_counter()
-    history = tk.finetune(model, train, **options)
+    history = tk.finetune(model, train, seed=seed, **options)
     seconds = time.perf_counter() - start
     full = [r["seconds"] for r in history.to_list() if r["phase"] == "finetune"]
     report = tk.evaluate(model, test, progress=False)
@@ -105,11 +117,19 @@ def _tau(scores: list[float], accuracies: list[float]) -> float:
     return float(kendalltau(scores, accuracies).statistic)
 
 
+def _mean(values: list[float]) -> float:
+    return statistics.fmean(values)
+
+
 def run_dataset(dataset: str, *, candidates: tuple[tuple[str, str | None], ...] = CANDIDATES,
-                n_per_class: int = 200, n_per_class_test: int = 100, image_size: int = 64,
-                epochs: int = 3, probe_epochs: int = 5, batch_size: int = 32, lr: float = 1e-3,
-                seed: int = 0, progress: bool = False, verbose: bool = True) -> dict[str, Any]:
+                n_per_class: int = 200, n_per_class_test: int | None = None,
+                image_size: int = 64, epochs: int = 3, probe_epochs: int = 5,
+                batch_size: int = 32, lr: float = 1e-3, seed: int = 0,
+                finetune_seeds: tuple[int, ...] = (0, 1, 2), progress: bool = False,
+                verbose: bool = True) -> dict[str, Any]:
     """The study on one dataset; returns its figures (see :func:`run`)."""
+    if not finetune_seeds:
+        raise ValueError("transferability_agreement: give at least one fine-tuning seed.")
     train, test, classes = getattr(datasets, dataset)(
         n_per_class=n_per_class, n_per_class_test=n_per_class_test, seed=seed)
     labels = [_label(n, w) for n, w in candidates]
@@ -117,17 +137,26 @@ def run_dataset(dataset: str, *, candidates: tuple[tuple[str, str | None], ...] 
     scores = {m: _score(backbones, labels, train, m, image_size, progress) for m in METRICS}
     options = dict(strategy="lp_ft", epochs=epochs, probe_epochs=probe_epochs,
                    batch_size=batch_size, lr=lr, image_size=image_size, augment=False,
-                   seed=seed, progress=progress)
+                   progress=progress)
     rows = []
     for backbone, label in zip(backbones, labels):
-        tuned = _finetune(backbone, train, test, len(classes), options)
+        runs = [_finetune(backbone, train, test, len(classes), s, options)
+                for s in finetune_seeds]
+        accs = [r["test_accuracy"] for r in runs]
         row = {"candidate": label, "num_features": scores["logme"][label]["num_features"],
                **{m: scores[m][label]["score"] for m in METRICS},
-               **{f"{m}_seconds": scores[m][label]["seconds"] for m in METRICS}, **tuned}
+               **{f"{m}_seconds": scores[m][label]["seconds"] for m in METRICS},
+               "test_accuracy": _mean(accs),
+               "test_accuracy_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+               "test_accuracies": accs,
+               # one fine-tuning run's cost: the mean over the seeds
+               **{k: _mean([r[k] for r in runs])
+                  for k in ("finetune_seconds", "probe_seconds", "epoch_seconds")}}
         rows.append(row)
         if verbose:
             print(f"{label:34s} logme {row['logme']:8.4f}  h_score {row['h_score']:7.4f}  "
-                  f"test_accuracy {row['test_accuracy']:.4f}  score_s "
+                  f"test_accuracy {row['test_accuracy']:.4f} +- {row['test_accuracy_std']:.4f}"
+                  f" ({', '.join(f'{a:.4f}' for a in accs)})  score_s "
                   f"{row['logme_seconds']:6.1f}  finetune_s {row['finetune_seconds']:7.1f}",
                   flush=True)
     accs = [r["test_accuracy"] for r in rows]
@@ -135,10 +164,15 @@ def run_dataset(dataset: str, *, candidates: tuple[tuple[str, str | None], ...] 
     result = {
         "dataset": dataset, "n_train": len(train), "n_test": len(test),
         "settings": {"n_per_class": n_per_class, "n_per_class_test": n_per_class_test,
-                     "image_size": image_size, **{k: v for k, v in options.items()
-                                                  if k != "progress"}},
+                     "image_size": image_size, "init_seed": seed,
+                     "finetune_seeds": list(finetune_seeds),
+                     **{k: v for k, v in options.items() if k != "progress"}},
         "candidates": rows,
         **{f"kendall_tau_{m}": _tau([r[m] for r in rows], accs) for m in METRICS},
+        # the same tau against each seed's accuracies alone: the noise of the ground truth
+        **{f"kendall_tau_{m}_per_seed": [
+            _tau([r[m] for r in rows], [r["test_accuracies"][i] for r in rows])
+            for i in range(len(finetune_seeds))] for m in METRICS},
         "scoring_seconds": sum(r["logme_seconds"] for r in rows),
         "h_score_scoring_seconds": sum(r["h_score_seconds"] for r in rows),
         "finetune_seconds": finetune_total,
@@ -152,7 +186,8 @@ def run_dataset(dataset: str, *, candidates: tuple[tuple[str, str | None], ...] 
         "scoring_seconds"]
     if verbose:
         for m in METRICS:
-            print(f"kendall_tau_{m}: {result[f'kendall_tau_{m}']:.3f}")
+            per_seed = ", ".join(f"{t:.3f}" for t in result[f"kendall_tau_{m}_per_seed"])
+            print(f"kendall_tau_{m}: {result[f'kendall_tau_{m}']:.3f} (per seed: {per_seed})")
         print(f"scoring_speedup: {result['scoring_speedup']:.1f}")
         print(f"probe_over_scoring: {result['probe_over_scoring']:.2f}")
         print(f"epoch_over_scoring: {result['epoch_over_scoring']:.2f}")
@@ -166,13 +201,16 @@ def run(datasets_: tuple[str, ...] = ("animal_mnist", "fashion_mnist"), **option
     Args:
         datasets_: names of :mod:`transferkit.datasets` loaders; one that is not installed is
             reported under ``"skipped"``.
-        **options: passed to :func:`run_dataset` (``n_per_class``, ``image_size``, ``epochs``,
-            ``probe_epochs``, ``batch_size``, ``lr``, ``seed``, ``candidates``, ...).
+        **options: passed to :func:`run_dataset` (``n_per_class``, ``n_per_class_test``
+            (``None``: the whole test split), ``image_size``, ``epochs``, ``probe_epochs``,
+            ``batch_size``, ``lr``, ``seed`` (data subset and random initialisations),
+            ``finetune_seeds``, ``candidates``, ...).
 
     Returns:
         ``{"machine", "torch_threads", "results": [per-dataset dicts], "skipped": {name:
-        reason}}``; each result has ``candidates`` (scores, accuracies, seconds),
-        ``kendall_tau_logme``, ``kendall_tau_h_score`` and ``scoring_speedup``.
+        reason}}``; each result has ``candidates`` (scores, mean accuracy and its standard
+        deviation over the seeds, each seed's accuracy, seconds), ``kendall_tau_logme``,
+        ``kendall_tau_h_score``, the same per seed, and ``scoring_speedup``.
     """
     out: dict[str, Any] = {"machine": machine(), "torch_threads": torch.get_num_threads(),
                            "results": [], "skipped": {}}
@@ -195,13 +233,17 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--datasets", default="animal_mnist,fashion_mnist")
     p.add_argument("--n-per-class", type=int, default=200)
-    p.add_argument("--n-per-class-test", type=int, default=100)
+    p.add_argument("--n-per-class-test", type=int, default=None,
+                   help="test images per class (default: the whole test split)")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--probe-epochs", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the data subset and of the random initialisations")
+    p.add_argument("--finetune-seeds", default="0,1,2",
+                   help="fine-tune each candidate once per seed (comma-separated)")
     p.add_argument("--progress", action="store_true")
     p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args()
@@ -210,7 +252,9 @@ def main() -> None:
     result = run(tuple(d.strip() for d in args.datasets.split(",") if d.strip()),
                  n_per_class=args.n_per_class, n_per_class_test=args.n_per_class_test,
                  image_size=args.image_size, epochs=args.epochs, probe_epochs=args.probe_epochs,
-                 batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=args.progress)
+                 batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                 finetune_seeds=tuple(int(x) for x in args.finetune_seeds.split(",") if x),
+                 progress=args.progress)
     result["wall_seconds"] = time.perf_counter() - start
     print(f"wall_seconds: {result['wall_seconds']:.0f}")
     if args.json:
