@@ -200,6 +200,18 @@ def test_skipped_cache_prints_one_line(capsys):
                      "cache_views=K to cache K augmented views)."]
 
 
+def test_cache_build_shows_progress_over_every_image(capsys):
+    (X, y), val = _data(24, 12)
+    tk.finetune(tiny_model(), (X, y), val, epochs=1, strategy="linear_probe", augment=False,
+                **{**FAST, "progress": True})
+    err = capsys.readouterr().err
+    assert "feature cache:   0%|          | 0/24 " in err  # a bar over the training images
+    assert "feature cache (val):   0%|          | 0/12 " in err
+    tk.finetune(tiny_model(), (X, y), val, epochs=1, strategy="linear_probe", augment=False,
+                **FAST)
+    assert "feature cache" not in capsys.readouterr().err  # progress=False: silent
+
+
 def test_cache_views_with_augmentation():
     """K augmented views, built once each (deterministically), epoch e training on view e % K."""
     (X, y), (Xv, yv) = _data(24, 12)

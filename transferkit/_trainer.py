@@ -356,7 +356,8 @@ class Trainer:
                 self.model, src, prep_for_view=prep_for_view, views=views,
                 batch_size=max(cfg.batch_size, 64), device=self.device, dtype=dtype,
                 memory_budget=budget, num_workers=self._workers(src),
-                order=order, autocast=self._autocast, channels_last=self.channels_last)
+                order=order, autocast=self._autocast, channels_last=self.channels_last,
+                progress=cfg.progress and self.dist.is_main, desc="feature cache")
         self.cache_forward_samples += len(order) * views
         if not self.cache.on_disk:
             budget = max(0, budget - self.cache.nbytes)
@@ -369,7 +370,8 @@ class Trainer:
                                                                     train=False),
                 views=1, batch_size=max(cfg.batch_size, 64), device=self.device, dtype=dtype,
                 memory_budget=budget, num_workers=self._workers(vsrc), order=vorder,
-                autocast=self._autocast, channels_last=self.channels_last)
+                autocast=self._autocast, channels_last=self.channels_last,
+                progress=cfg.progress and self.dist.is_main, desc="feature cache (val)")
             if not self.dist.is_distributed and cfg.transform is None:  # evaluate may reuse it
                 remember_eval_cache(self.model, self.val_data, self.val_cache,
                                     amp_dtype=self._amp_dtype, device=self.device)

@@ -20,7 +20,7 @@ import math
 import os
 import tempfile
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -158,7 +158,8 @@ def build_cache(model, source, *, prep_for_view, views: int, batch_size: int,
                 device: torch.device, dtype: torch.dtype = torch.float32,
                 memory_budget: int = DEFAULT_MEMORY_BUDGET, num_workers: int = 0,
                 order: Sequence[int] | None = None, autocast=None,
-                channels_last: bool = False) -> FeatureCache:
+                channels_last: bool = False, progress: bool = False,
+                desc: str = "features") -> FeatureCache:
     """Run the frozen backbone once per sample (and per view) and keep the head's inputs.
 
     Args:
@@ -169,10 +170,14 @@ def build_cache(model, source, *, prep_for_view, views: int, batch_size: int,
         order: the samples to cache (this rank's shard); all of them when ``None``.
         autocast: ``() -> context manager`` of the training's mixed precision.
         channels_last: feed the backbone channels-last inputs, as training would.
+        progress: a tqdm bar over the images (and views) passed through the backbone.
+        desc: the bar's label.
 
     Returns:
         The :class:`FeatureCache`; position ``p`` holds sample ``order[p]``.
     """
+    from tqdm.auto import tqdm
+
     backbone = model.backbone
     pooled = head_takes_pooled(model)
     order = list(range(source.n)) if order is None else list(order)
@@ -181,6 +186,8 @@ def build_cache(model, source, *, prep_for_view, views: int, batch_size: int,
     store: Tensor | None = None
     path = keep = None
     targets = []
+    bar = tqdm(total=len(order) * views, desc=desc, unit="img", disable=not progress,
+               leave=False, dynamic_ncols=True)
     try:
         with torch.inference_mode():
             for v in range(views):
@@ -198,9 +205,11 @@ def build_cache(model, source, *, prep_for_view, views: int, batch_size: int,
                                                       dtype, memory_budget)
                     store[v, pos:pos + len(f)] = f.to("cpu", dtype)
                     pos += len(f)
+                    bar.update(len(f))
                     if v == 0:
                         targets.append(y.cpu())
     finally:
+        bar.close()
         backbone.train(was_training)
     return FeatureCache(store, torch.cat(targets), path, keep)  # type: ignore[arg-type]
 

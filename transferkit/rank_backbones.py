@@ -234,23 +234,9 @@ def _source_classifier(backbone: Backbone) -> nn.Module:
 
 
 # -- features and scores -------------------------------------------------------------------
-class _CountedSource:
-    """A data source whose batches advance a progress bar (what build_cache reads of it)."""
-
-    def __init__(self, source: Any, bar: Any) -> None:
-        self._source, self._bar, self.n = source, bar, source.n
-
-    def batches(self, order: Sequence[int], **kwargs: Any) -> Iterator[tuple[Tensor, Tensor]]:
-        for x, y in self._source.batches(order, **kwargs):
-            self._bar.update(len(x))
-            yield x, y
-
-
 def _features(backbone: Backbone, data: Any, *, image_size: int | None, batch_size: int,
               device: torch.device, progress: bool, desc: str) -> tuple[Tensor, Tensor]:
     """Pooled features ``(N, num_features)`` of ``data`` and its targets ``(N,)``."""
-    from tqdm.auto import tqdm
-
     config = backbone.data_config
     if image_size is not None:
         config = config.with_image_size(image_size)
@@ -261,12 +247,9 @@ def _features(backbone: Backbone, data: Any, *, image_size: int | None, batch_si
     home = first.device if first is not None else device
     backbone.to(device)
     try:
-        with tqdm(total=source.n, desc=desc, unit="img", disable=not progress,
-                  leave=False, dynamic_ncols=True) as bar:
-            cache = build_cache(model, _CountedSource(source, bar),
-                                prep_for_view=lambda v: BatchPrep(config, train=False),
-                                views=1, batch_size=batch_size, device=device,
-                                num_workers=default_workers(source))
+        cache = build_cache(model, source, prep_for_view=lambda v: BatchPrep(config, train=False),
+                            views=1, batch_size=batch_size, device=device,
+                            num_workers=default_workers(source), progress=progress, desc=desc)
     finally:
         backbone.to(home)
     return cache.features[0], cache.targets
