@@ -67,6 +67,35 @@ def test_json_content(tmp_path):
     assert meta["num_classes"] == 3 and meta["class_names"] == ["cat", "dog", "fox"]
     assert meta["task"] == "multiclass"
     assert meta["data_config"] == model.data_config.to_dict()
+    assert meta["frozen"] == {"parameters": [], "batchnorm_eval": []}
+
+
+def test_frozen_layers_are_restored(tmp_path):
+    model = _model()
+    summary = tk.freeze(model, upto="layer2")  # stem, layer1, layer2; their BatchNorm in eval
+    save(model, tmp_path / "m")
+    loaded = load(tmp_path / "m")
+    assert ({n: p.requires_grad for n, p in loaded.named_parameters()}
+            == {n: p.requires_grad for n, p in model.named_parameters()})
+    assert loaded.backbone._frozen_bn == model.backbone._frozen_bn != set()
+    loaded.train()  # frozen BatchNorm stays in eval mode, the others train
+    bn = {n: m.training for n, m in loaded.backbone.named_modules()
+          if isinstance(m, nn.BatchNorm2d)}
+    assert bn == {n: n not in model.backbone._frozen_bn for n in bn}
+    assert set(bn.values()) == {True, False}
+    assert tk.unfreeze(loaded).frozen == 0 < summary.frozen
+
+
+def test_file_without_frozen_entry_loads_everything_trainable(tmp_path):
+    model = _model()
+    tk.freeze(model)
+    save(model, tmp_path / "m")
+    meta = json.loads((tmp_path / "m.json").read_text())
+    del meta["frozen"]  # as written before the entry was added
+    (tmp_path / "m.json").write_text(json.dumps(meta))
+    loaded = load(tmp_path / "m")
+    assert all(p.requires_grad for p in loaded.parameters())
+    assert loaded.backbone._frozen_bn == set()
 
 
 def test_data_config_and_task_are_restored(tmp_path):
@@ -164,8 +193,12 @@ def test_json_of_another_format(tmp_path):
      r"do not fit the model.*head\.2\.weight: file \(3, 512\) vs model \(4, 512\)"),
     (lambda m: m["backbone"].update(feature_format="vector"), ModelFormatError,
      r"architecture has changed"),
+    (lambda m: m.update(frozen=["conv1"]), ModelFormatError,
+     r"damaged: \"frozen\" must be .*Save the model again"),
+    (lambda m: m["frozen"].update(parameters=["backbone.model.conv9.weight"]), ModelFormatError,
+     r"frozen layers that the rebuilt model does not have: \['backbone.model.conv9.weight'\]"),
 ], ids=["missing-key", "newer-version", "unknown-head", "unknown-backbone", "mismatch",
-        "feature-format"])
+        "feature-format", "frozen-not-a-dict", "frozen-unknown-layer"])
 def test_damaged_or_unloadable_json(tmp_path, edit, error, match):
     path = _saved(tmp_path, edit)
     with pytest.raises(error, match=match):

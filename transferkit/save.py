@@ -12,10 +12,16 @@ The format, version 1:
                   "feature_format": "map", "num_features": 512},
      "head": {"name": "linear", "options": {"dropout": 0.2}},
      "num_classes": 3, "class_names": ["cat", "dog", "fox"], "task": "multiclass",
-     "data_config": {"input_size": [3, 224, 224], "resize_size": 256, ...}}
+     "data_config": {"input_size": [3, 224, 224], "resize_size": 256, ...},
+     "frozen": {"parameters": ["backbone.model.conv1.weight", ...],
+                "batchnorm_eval": ["bn1", ...]}}
 
 ``load`` rebuilds the architecture with ``load_backbone(name, weights=None, **build_kwargs)``
-and ``replace_head(...)``, then loads the weights strictly.
+and ``replace_head(...)``, loads the weights strictly, then freezes what was frozen: the
+parameters listed under ``frozen.parameters`` get ``requires_grad=False`` and the BatchNorm
+layers under ``frozen.batchnorm_eval`` stay in eval mode in ``model.train()``, as
+:func:`transferkit.freeze` left them. Files without ``"frozen"`` (transferkit 0.1.0 before it
+was added) load with everything trainable.
 """
 
 from __future__ import annotations
@@ -116,6 +122,10 @@ def _config(model: TransferModel, weights_name: str) -> dict[str, Any]:
         "class_names": _json_safe(model.class_names, "class_names"),
         "task": getattr(model, "task", None),
         "data_config": bb.data_config.to_dict(),
+        "frozen": {
+            "parameters": [n for n, p in model.named_parameters() if not p.requires_grad],
+            "batchnorm_eval": sorted(bb._frozen_bn),
+        },
     }
 
 
@@ -263,6 +273,32 @@ def _rebuild(config: dict[str, Any]) -> TransferModel:
     return model
 
 
+def _refreeze(model: TransferModel, frozen: Any, where: Path) -> None:
+    """Set ``requires_grad`` and the eval-mode BatchNorm layers as they were saved."""
+    if frozen is None:
+        return
+    params = dict(model.named_parameters())
+    modules = dict(model.backbone.named_modules())
+    names = frozen.get("parameters", []) if isinstance(frozen, dict) else None
+    bns = frozen.get("batchnorm_eval", []) if isinstance(frozen, dict) else None
+    if not isinstance(names, list) or not isinstance(bns, list):
+        raise ModelFormatError(
+            f"{str(where)!r} is damaged: \"frozen\" must be {{\"parameters\": [names], "
+            f"\"batchnorm_eval\": [names]}}, got {frozen!r}. Save the model again with "
+            "transferkit.save()."
+        )
+    unknown = [n for n in names if n not in params] + [n for n in bns if n not in modules]
+    if unknown:
+        raise ModelFormatError(
+            f"{str(where)!r} lists frozen layers that the rebuilt model does not have: "
+            f"{unknown[:5]} ({len(unknown)} in all). The file does not belong to this "
+            "architecture; save the model again with transferkit.save()."
+        )
+    for n in names:
+        params[n].requires_grad_(False)
+    model.backbone._frozen_bn = set(bns)
+
+
 def _load_weights(model: TransferModel, weights_path: Path, device: str | torch.device) -> None:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -304,8 +340,9 @@ def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Tran
         device: where the weights are placed.
 
     Returns:
-        The rebuilt :class:`TransferModel` with its weights, class names, ``data_config`` and
-        (when it was known) ``task``.
+        The rebuilt :class:`TransferModel` with its weights, class names, ``data_config``,
+        (when it was known) ``task``, and the frozen parameters and eval-mode BatchNorm layers
+        it had when it was saved.
 
     Raises:
         MissingWeightsFileError: no saved model at ``path``.
@@ -323,4 +360,5 @@ def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Tran
     model.to(device)
     weights_file = config.get("weights_file") or weights_path.name
     _load_weights(model, config_path.with_name(Path(weights_file).name), device)
+    _refreeze(model, config.get("frozen"), config_path)
     return model.eval()
