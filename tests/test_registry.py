@@ -118,5 +118,36 @@ def test_timm_namespace():
     assert vit.forward_features(torch.randn(2, 3, 64, 64)).shape == (2, vit.num_features)
     with pytest.raises(UnknownNameError, match="timm has no model 'resnet5'"):
         tk.load_backbone("timm/resnet5")
-    with pytest.raises(tk.errors.WeightsUnavailableError, match="weights=<path"):
+    with pytest.raises(tk.errors.WeightsUnavailableError,
+                       match=r"'resnet18'.*no earlier download.*weights=<path"):
         tk.load_backbone("timm/resnet18", weights="DEFAULT")
+
+
+@pytest.mark.parametrize("tag", ["DEFAULT", "tv_in1k"])
+def test_timm_weights_come_from_the_download_caches_offline(tmp_path, monkeypatch, tag):
+    """Offline (as in every test), timm's pretrained weights are taken from where timm's
+    download would have left them: the Hugging Face hub cache for ``DEFAULT`` (hub repository
+    timm/resnet18.a1_in1k), torch.hub's checkpoints folder for ``tv_in1k`` (a URL)."""
+    timm = pytest.importorskip("timm")
+    from huggingface_hub import constants
+
+    torch.manual_seed(3)
+    source = timm.create_model("resnet18", num_classes=1000).state_dict()  # with its classifier
+    if tag == "DEFAULT":
+        from safetensors.torch import save_file
+
+        repo = tmp_path / "hub" / "models--timm--resnet18.a1_in1k"
+        (repo / "refs").mkdir(parents=True)
+        (repo / "refs" / "main").write_text("0123abcd")
+        (repo / "snapshots" / "0123abcd").mkdir(parents=True)
+        save_file(source, str(repo / "snapshots" / "0123abcd" / "model.safetensors"))
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    else:
+        (tmp_path / "torchhub" / "checkpoints").mkdir(parents=True)
+        torch.save(source, tmp_path / "torchhub" / "checkpoints" / "resnet18-f37072fd.pth")
+        monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "torchhub"))
+    bb = tk.load_backbone("timm/resnet18", weights=tag)
+    got = bb.model.state_dict()
+    assert set(source) - set(got) == {"fc.weight", "fc.bias"}  # the classifier is dropped
+    assert all(torch.equal(got[k], source[k]) for k in got)
+    assert bb.weights_tag == tag

@@ -2,18 +2,22 @@
 
 timm models are a namespace, not registry entries: they are looked up in timm when asked for,
 so importing transferkit never imports timm. Weights: a local file through
-``load_backbone(..., weights=path)``, or timm's pretrained tags (``"DEFAULT"``) when online.
+``load_backbone(..., weights=path)``, or timm's pretrained tags (``"DEFAULT"``): downloaded by
+timm when online; offline, taken from the Hugging Face hub cache (or torch.hub's) when an
+earlier download left them there.
 """
 
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from torch import Tensor, nn
 
 from ..errors import MissingDependencyError, UnknownNameError, WeightsUnavailableError
-from ..weights import _reachable, is_offline
+from ..weights import _reachable, is_offline, load_state_dict_file
 from ._api import TIMM_PREFIX
 from ._base import Backbone, BackboneSpec, DataConfig
 
@@ -108,6 +112,37 @@ def _timm_stages(model: nn.Module) -> dict[str, tuple[str, ...]]:
     return stages
 
 
+def cached_weights_file(timm: Any, model_name: str) -> str | None:
+    """The local copy of timm's pretrained weights for ``model_name`` (``arch`` or
+    ``arch.tag``) left by an earlier download, or ``None``.
+
+    Looks where timm downloads to: the Hugging Face hub cache (``HF_HOME`` / ``HF_HUB_CACHE``)
+    for the weights' hub repository, then torch.hub's ``checkpoints`` folder for those that
+    come from a URL.
+    """
+    import torch
+
+    cfg = timm.models.get_pretrained_cfg(model_name, allow_unregistered=False)
+    if cfg is None:
+        return None
+    if cfg.hf_hub_id:
+        from huggingface_hub import constants, try_to_load_from_cache
+
+        repo, _, revision = cfg.hf_hub_id.partition("@")
+        files = ([cfg.hf_hub_filename] if cfg.hf_hub_filename
+                 else ["model.safetensors", "pytorch_model.bin"])  # timm's order
+        for filename in files:
+            found = try_to_load_from_cache(repo, filename, cache_dir=constants.HF_HUB_CACHE,
+                                           revision=revision or None)
+            if isinstance(found, str):
+                return found
+    if cfg.url:
+        path = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(cfg.url).path).name
+        if path.is_file():
+            return str(path)
+    return None
+
+
 def timm_spec(name: str) -> BackboneSpec:
     arch = name[len(TIMM_PREFIX):]
     timm = import_timm()
@@ -123,18 +158,24 @@ def timm_spec(name: str) -> BackboneSpec:
 
     def build(*, weights: str | None = None, **kwargs: Any) -> Backbone:
         pretrained = weights is not None
-        if pretrained and (is_offline() or not _reachable("https://huggingface.co")):
-            raise WeightsUnavailableError(
-                f"Cannot get timm's pretrained weights for {arch!r}: there is no network "
-                "connection and timm downloads them from the Hugging Face hub. Pass "
-                "weights=<path to a .pth or .safetensors state dict>, or set HF_HOME to a hub "
-                "cache that holds them."
-            )
         tag = None if weights in (None, "DEFAULT") else weights
-        model = timm.create_model(
-            arch if tag is None else f"{arch}.{tag}", pretrained=pretrained, num_classes=0,
-            **kwargs,
-        )
+        full = arch if tag is None else f"{arch}.{tag}"
+        overlay = None
+        if pretrained and (is_offline() or not _reachable("https://huggingface.co")):
+            path = cached_weights_file(timm, full)
+            if path is None:
+                raise WeightsUnavailableError(
+                    f"Cannot get timm's pretrained weights for {full!r}: there is no network "
+                    "connection, timm downloads them from the Hugging Face hub, and no earlier "
+                    "download is in the hub cache (HF_HOME or HF_HUB_CACHE) or torch.hub's. "
+                    "Pass weights=<path to a .pth or .safetensors state dict>, point HF_HOME "
+                    "at a hub cache that holds them, or load it once while online."
+                )
+            # Read safely here (safetensors, or torch.load with weights_only=True); timm then
+            # adapts the state dict (classifier removed, filters) as for a download.
+            overlay = {"state_dict": load_state_dict_file(path)}
+        model = timm.create_model(full, pretrained=pretrained, num_classes=0,
+                                  pretrained_cfg_overlay=overlay, **kwargs)
         return TimmBackbone(model, name=name, weights_tag=weights)
 
     return BackboneSpec(name=name, builder=build, family="timm", description=f"timm {arch}")
