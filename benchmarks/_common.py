@@ -7,6 +7,8 @@ ratio of the two runs of a round: a slow moment hits both sides of that round al
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import os
 import platform
 import statistics
@@ -21,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import torch  # noqa: E402
 
 __all__ = ["interleaved", "median", "ratio", "machine", "print_results", "set_threads",
-           "threads", "DEFAULT_THREADS"]
+           "threads", "DEFAULT_THREADS", "resnet18_at", "random_images", "timing_parser",
+           "start"]
 
 # One intra-op thread by default: on a machine shared with other busy processes, a second
 # OpenMP thread spends its time waiting at barriers for a preempted sibling, which makes the
@@ -103,3 +106,41 @@ def print_results(results: Mapping[str, float]) -> None:
     for name, value in results.items():
         small = value != 0 and abs(value) < 0.01
         print(f"{name}: {value:.2e}" if small else f"{name}: {value:.2f}")
+
+
+# -- what the resnet18 benchmarks share ----------------------------------------------------
+def resnet18_at(size: int, num_classes: int) -> Any:
+    """A randomly initialised resnet18 TransferModel (seed 0) whose preprocessing is only the
+    normalisation at ``size`` pixels: images already at the crop size are not resized."""
+    import transferkit as tk
+
+    torch.manual_seed(0)
+    backbone = tk.load_backbone("resnet18")
+    backbone.data_config = dataclasses.replace(
+        backbone.data_config, input_size=(3, size, size), resize_size=size)
+    return tk.replace_head(backbone, num_classes=num_classes)
+
+
+def random_images(samples: int, size: int, num_classes: int) -> tuple[torch.Tensor,
+                                                                     torch.Tensor]:
+    """``(X, y)``: ``samples`` uniform [0, 1) RGB images and random labels, seed 0."""
+    g = torch.Generator().manual_seed(0)
+    X = torch.rand(samples, 3, size, size, generator=g)
+    y = torch.randint(0, num_classes, (samples,), generator=g)
+    return X, y
+
+
+def timing_parser(doc: str, repeats: int) -> argparse.ArgumentParser:
+    """The options every timing benchmark takes: --repeats, --samples, --size, --threads."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--samples", type=int, default=256)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads (1)")
+    return parser
+
+
+def start(args: argparse.Namespace) -> None:
+    """Set the threads from ``args`` and print the machine line."""
+    set_threads(args.threads)
+    print(f"# {machine()}")

@@ -22,22 +22,13 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 
 import torch
 
-from _common import interleaved, machine, print_results, ratio, set_threads
+from _common import (interleaved, print_results, random_images, ratio, resnet18_at,
+                     start, timing_parser)
 
 import transferkit as tk  # noqa: E402  (after _common puts the checkout on the path)
-
-
-def _model(size: int, num_classes: int) -> tk.TransferModel:
-    torch.manual_seed(0)
-    backbone = tk.load_backbone("resnet18")
-    backbone.data_config = dataclasses.replace(
-        backbone.data_config, input_size=(3, size, size), resize_size=size)
-    return tk.replace_head(backbone, num_classes=num_classes)
 
 
 def plain_eval(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor,
@@ -57,10 +48,8 @@ def run(repeats: int = 9, samples: int = 256, size: int = 64,
         batch_size: int = 64) -> dict[str, float]:
     """Time evaluate and the plain loop in turns; return ``{"evaluate_speedup": s}``."""
     num_classes = 10
-    model = _model(size, num_classes)
-    g = torch.Generator().manual_seed(0)
-    X = torch.rand(samples, 3, size, size, generator=g)
-    y = torch.randint(0, num_classes, (samples,), generator=g)
+    model = resnet18_at(size, num_classes)
+    X, y = random_images(samples, size, num_classes)
     acc: dict[str, float] = {}
     pass_seconds: list[float] = []
 
@@ -80,7 +69,7 @@ def run(repeats: int = 9, samples: int = 256, size: int = 64,
            "evaluate_pass_speedup": ratio(times, "plain", "pass")}
 
     # A linear probe with (X, y) as validation data leaves its cache for evaluate.
-    probed = _model(size, num_classes)
+    probed = resnet18_at(size, num_classes)
     tk.finetune(probed, (X[:64], y[:64]), (X, y), epochs=1, strategy="linear_probe",
                 augment=False, progress=False, device="cpu")
     reuse = {"evaluate": lambda: tk.evaluate(probed, (X, y), batch_size=batch_size,
@@ -92,16 +81,10 @@ def run(repeats: int = 9, samples: int = 256, size: int = 64,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument("--samples", type=int, default=256)
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=None, help="intra-op threads (1)")
+    parser = timing_parser(__doc__, repeats=9)
     args = parser.parse_args()
-    set_threads(args.threads)
-    print(f"# {machine()}")
+    start(args)
     print_results(run(args.repeats, args.samples, args.size))
-
 
 if __name__ == "__main__":
     main()

@@ -18,33 +18,22 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import copy
-import dataclasses
 
 import torch
 
-from _common import interleaved, machine, print_results, ratio, set_threads
+from _common import (interleaved, print_results, random_images, ratio, resnet18_at,
+                     start, timing_parser)
 
 import transferkit as tk  # noqa: E402  (after _common puts the checkout on the path)
-
-
-def _model(size: int, num_classes: int) -> tk.TransferModel:
-    torch.manual_seed(0)
-    backbone = tk.load_backbone("resnet18")
-    backbone.data_config = dataclasses.replace(
-        backbone.data_config, input_size=(3, size, size), resize_size=size)
-    return tk.replace_head(backbone, num_classes=num_classes)
 
 
 def run(repeats: int = 3, samples: int = 256, size: int = 64, epochs: int = 10,
         batch_size: int = 32) -> dict[str, float]:
     """Time cached and uncached probes in turns; return the speedup and the weight gap."""
     num_classes = 10
-    template = _model(size, num_classes)
-    g = torch.Generator().manual_seed(0)
-    X = torch.rand(samples, 3, size, size, generator=g)
-    y = torch.randint(0, num_classes, (samples,), generator=g)
+    template = resnet18_at(size, num_classes)
+    X, y = random_images(samples, size, num_classes)
     heads: dict[str, torch.nn.Module] = {}
 
     def probe(name: str, cache: bool):
@@ -66,17 +55,11 @@ def run(repeats: int = 3, samples: int = 256, size: int = 64, epochs: int = 10,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--samples", type=int, default=256)
-    parser.add_argument("--size", type=int, default=64)
+    parser = timing_parser(__doc__, repeats=3)
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=None, help="intra-op threads (1)")
     args = parser.parse_args()
-    set_threads(args.threads)
-    print(f"# {machine()}")
+    start(args)
     print_results(run(args.repeats, args.samples, args.size, args.epochs))
-
 
 if __name__ == "__main__":
     main()

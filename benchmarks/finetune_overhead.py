@@ -15,25 +15,16 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import copy
-import dataclasses
 import math
 
 import torch
 from torch.nn import functional as F
 
-from _common import interleaved, machine, print_results, ratio, set_threads
+from _common import (interleaved, print_results, random_images, ratio, resnet18_at,
+                     start, timing_parser)
 
 import transferkit as tk  # noqa: E402  (after _common puts the checkout on the path)
-
-
-def _model(size: int, num_classes: int) -> tk.TransferModel:
-    torch.manual_seed(0)
-    backbone = tk.load_backbone("resnet18")
-    backbone.data_config = dataclasses.replace(
-        backbone.data_config, input_size=(3, size, size), resize_size=size)
-    return tk.replace_head(backbone, num_classes=num_classes)
 
 
 def _plain_groups(model: torch.nn.Module, lr: float, wd: float) -> list[dict]:
@@ -73,10 +64,8 @@ def run(repeats: int = 5, samples: int = 256, size: int = 64, batch_size: int = 
         epochs: int = 1) -> dict[str, float]:
     """Time finetune and the plain loop in turns; return ``{"finetune_over_plain_loop": r}``."""
     num_classes = 10
-    template = _model(size, num_classes)
-    g = torch.Generator().manual_seed(0)
-    X = torch.rand(samples, 3, size, size, generator=g)
-    y = torch.randint(0, num_classes, (samples,), generator=g)
+    template = resnet18_at(size, num_classes)
+    X, y = random_images(samples, size, num_classes)
     sides = {
         "finetune": lambda m: tk.finetune(
             m, (X, y), epochs=epochs, strategy="full", augment=False, batch_size=batch_size,
@@ -88,16 +77,10 @@ def run(repeats: int = 5, samples: int = 256, size: int = 64, batch_size: int = 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--samples", type=int, default=256)
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=None, help="intra-op threads (1)")
+    parser = timing_parser(__doc__, repeats=5)
     args = parser.parse_args()
-    set_threads(args.threads)
-    print(f"# {machine()}")
+    start(args)
     print_results(run(args.repeats, args.samples, args.size))
-
 
 if __name__ == "__main__":
     main()
