@@ -46,6 +46,17 @@ def test_list_backbones_filters_with_a_wildcard(capsys) -> None:
     assert out.split() == ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
 
 
+def test_list_backbones_details_is_a_table_of_facts(capsys) -> None:
+    status, out, _ = run(capsys, "list", "backbones", "efficientnet_lite*", "--details")
+    lines = out.splitlines()
+    assert status == 0 and lines[0].split()[:3] == ["backbone", "features", "input"]
+    assert lines[1].split() == ["efficientnet_lite0", "1280", "224", "IMAGENET1K", "4.7M",
+                                "75.1", "0.41", "18.0", "yes"]
+    assert len(lines) == 4
+    status, _, err = run(capsys, "list", "heads", "--details")
+    assert_one_line_error(status, err, "--details describes backbones")
+
+
 def test_list_without_a_match_says_so(capsys) -> None:
     status, out, err = run(capsys, "list", "backbones", "nothing_like_this*")
     assert out == ""

@@ -151,3 +151,57 @@ def test_timm_weights_come_from_the_download_caches_offline(tmp_path, monkeypatc
     assert set(source) - set(got) == {"fc.weight", "fc.bias"}  # the classifier is dropped
     assert all(torch.equal(got[k], source[k]) for k in got)
     assert bb.weights_tag == tag
+
+
+# -- backbone_info: facts for choosing ----------------------------------------------------
+def test_backbone_info_reports_torchvision_metadata_and_the_hub_cache(tmp_path, monkeypatch):
+    import torchvision
+
+    from transferkit.backbones import backbone_info
+
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path))
+    (info,) = backbone_info("resnet18")
+    meta = torchvision.models.ResNet18_Weights.DEFAULT.meta
+    assert (info.name, info.family, info.num_features, info.input_size) == (
+        "resnet18", "torchvision", 512, 224)
+    w = info.weights
+    assert (w.tag, w.num_params, w.imagenet_top1, w.imagenet_top5, w.gmacs, w.file_mb) == (
+        "IMAGENET1K_V1", meta["num_params"], meta["_metrics"]["ImageNet-1K"]["acc@1"],
+        meta["_metrics"]["ImageNet-1K"]["acc@5"], meta["_ops"], meta["_file_size"])
+    assert not w.available and w.where.endswith("resnet18-f37072fd.pth")
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "resnet18-f37072fd.pth").write_bytes(b"")
+    assert backbone_info("resnet18")[0].weights.available  # found in torch.hub's cache
+
+
+def test_backbone_info_of_the_lites_matches_the_built_models():
+    from transferkit.backbones import backbone_info
+    from transferkit.backbones.efficientnet_lite import build_efficientnet_lite
+
+    rows = backbone_info("efficientnet_lite*")
+    assert [r.name for r in rows] == [f"efficientnet_lite{v}" for v in range(3)]
+    for v, r in enumerate(rows):
+        built = sum(p.numel() for p in build_efficientnet_lite(v, pretrained=False).parameters())
+        # the published count is rounded to 0.1M
+        assert abs(built - r.weights.num_params) <= 0.05e6 + 1, (r.name, built)
+        assert r.weights.available and r.weights.file_mb > 15  # the pip packages are installed
+        assert r.input_size == (224, 240, 260)[v] and r.num_features == 1280
+    assert [r.weights.imagenet_top1 for r in rows] == sorted(r.weights.imagenet_top1
+                                                             for r in rows)
+
+
+def test_backbone_info_of_a_backbone_without_known_weights(scratch_names):
+    from transferkit.backbones import backbone_info, format_backbone_info
+
+    @tk.register_backbone("scratch_info", num_features=4)
+    def scratch_info(weights=None):
+        return nn.Conv2d(3, 4, 3)
+
+    scratch_names.append((BACKBONES, "scratch_info"))
+    rows = backbone_info(["scratch_info", "resnet18"])
+    assert rows[1].weights is None and rows[1].family == "user"
+    table = format_backbone_info(rows).splitlines()
+    assert table[0].split() == ["backbone", "features", "input", "weights", "params", "top-1",
+                                "GMACs", "MB", "offline"]
+    assert table[1].split()[:4] == ["resnet18", "512", "224", "IMAGENET1K_V1"]
+    assert table[2].split() == ["scratch_info", "4", "224", "-", "-", "-", "-", "-", "-"]

@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("what", choices=("backbones", "heads"))
     p.add_argument("pattern", nargs="?", default=None,
                    help="shell-style wildcard, e.g. 'resnet*' or 'timm/convnext*'")
+    p.add_argument("--details", action="store_true",
+                   help="backbones: a table of feature size, input size, and the default "
+                   "weights' parameters, ImageNet top-1, multiply-adds, file size and whether "
+                   "they load offline")
 
     p = sub.add_parser("finetune", parents=[common], help="fine-tune a backbone on data",
                        description="Fine-tune a pretrained backbone with a new head; save "
@@ -223,14 +227,18 @@ def _eval_data(args: argparse.Namespace) -> Any:
 
 # -- commands ---------------------------------------------------------------------------------
 def _cmd_list(args: argparse.Namespace) -> int:
-    from .backbones import list_backbones
+    from .backbones import backbone_info, format_backbone_info, list_backbones
     from .heads import list_heads
 
+    if args.details and args.what != "backbones":
+        raise ValueError("--details describes backbones; use 'transferkit list backbones "
+                         "--details'")
     names = (list_backbones if args.what == "backbones" else list_heads)(args.pattern)
     if not names:
         raise ValueError(f"no {args.what} match {args.pattern!r}; 'transferkit list "
                          f"{args.what}' lists them all")
-    print("\n".join(names))
+    print(format_backbone_info(backbone_info(args.pattern)) if args.details
+          else "\n".join(names))
     return 0
 
 

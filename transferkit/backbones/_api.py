@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .._registry import Registry
-from ._base import BackboneSpec, DataConfig
+from ._base import BackboneSpec, DataConfig, WeightsInfo
 
-__all__ = ["BACKBONES", "register_backbone", "list_backbones", "get_backbone_spec"]
+__all__ = ["BACKBONES", "register_backbone", "list_backbones", "get_backbone_spec",
+           "BackboneInfo", "backbone_info", "format_backbone_info"]
 
 BACKBONES: Registry[BackboneSpec] = Registry("backbone", "list_backbones")
 TIMM_PREFIX = "timm/"
@@ -113,3 +115,72 @@ def get_backbone_spec(name: str) -> BackboneSpec:
 
         return timm_spec(name)
     return BACKBONES.get(name)
+
+
+# -- facts for choosing one ---------------------------------------------------------------
+@dataclass(frozen=True)
+class BackboneInfo:
+    """One backbone's facts for choosing between them (see :func:`backbone_info`).
+
+    Attributes:
+        name, family, description: as registered.
+        num_features: pooled feature size (what a new head receives).
+        input_size: side of the square input its default weights were evaluated at.
+        weights: facts about its default pretrained weights, ``None`` when it has none or
+            they are not known (timm models, most user backbones).
+    """
+
+    name: str
+    family: str
+    num_features: int | None
+    input_size: int
+    weights: WeightsInfo | None
+    description: str = ""
+
+
+def backbone_info(include: str | Iterable[str] | None = None,
+                  exclude: str | Iterable[str] | None = None) -> list[BackboneInfo]:
+    """Feature size, input size and the default weights' published size, ImageNet accuracy
+    and cost, and whether they load offline, for the backbones :func:`list_backbones` names.
+
+    Nothing is built or downloaded: the figures come from the weights' metadata (torchvision's
+    ``Weights.meta``, Google's published table for the EfficientNet-Lites) and ``available``
+    from looking for the file (torch.hub's cache, the pip package).
+
+    Example:
+        >>> import transferkit as tk
+        >>> from transferkit.backbones import backbone_info
+        >>> info = backbone_info("resnet18")[0]
+        >>> info.num_features, info.weights.tag, info.weights.imagenet_top1
+        (512, 'IMAGENET1K_V1', 69.758)
+    """
+    rows = []
+    for name in list_backbones(include, exclude):
+        spec = get_backbone_spec(name)
+        rows.append(BackboneInfo(
+            name=name, family=spec.family, num_features=spec.num_features,
+            input_size=spec.data_config.crop_size,
+            weights=spec.weights_info() if spec.weights_info else None,
+            description=spec.description))
+    return rows
+
+
+def format_backbone_info(rows: Sequence[BackboneInfo]) -> str:
+    """``rows`` as a text table, one line per backbone (what ``transferkit list --details``
+    prints)."""
+    def num(value: float | None, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
+    head = (f"{'backbone':22s} {'features':>8s} {'input':>5s} {'weights':15s} {'params':>7s} "
+            f"{'top-1':>6s} {'GMACs':>6s} {'MB':>6s}  offline")
+    lines = [head]
+    for r in rows:
+        w = r.weights
+        lines.append(
+            f"{r.name:22s} {num(r.num_features, 'd'):>8s} {r.input_size:5d} "
+            f"{(w.tag if w else '-'):15s} "
+            f"{(num(w.num_params / 1e6, '.1f') + 'M') if w and w.num_params else '-':>7s} "
+            f"{num(w.imagenet_top1 if w else None, '.1f'):>6s} "
+            f"{num(w.gmacs if w else None, '.2f'):>6s} {num(w.file_mb if w else None, '.1f'):>6s}"
+            f"  {('yes' if w.available else 'no (downloads)') if w else '-'}")
+    return "\n".join(lines)

@@ -76,6 +76,34 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class WeightsInfo:
+    """What the publisher of a backbone's default pretrained weights reports about them, and
+    whether they can be loaded here without a network.
+
+    Attributes:
+        tag: the weights' tag (``weights=tag``).
+        num_params: parameters of the whole pretrained classifier, its original head included.
+        imagenet_top1, imagenet_top5: ImageNet-1K validation accuracy in percent, as published
+            (torchvision's weights metadata; Google's for the EfficientNet-Lites).
+        gmacs: billions of multiply-adds per image at the weights' input size (torchvision
+            calls the same count "GFLOPS").
+        file_mb: size of the weights file in MB.
+        available: ``True`` when loading them needs no network now (a pip package, or a copy
+            in torch.hub's cache); ``False`` when they would be downloaded.
+        where: where they come from, or would be downloaded from.
+    """
+
+    tag: str
+    num_params: int | None = None
+    imagenet_top1: float | None = None
+    imagenet_top5: float | None = None
+    gmacs: float | None = None
+    file_mb: float | None = None
+    available: bool = False
+    where: str = ""
+
+
+@dataclass(frozen=True)
 class BackboneSpec:
     """Metadata that travels beside a registered backbone builder.
 
@@ -93,6 +121,8 @@ class BackboneSpec:
         min_input_size: the smallest square input the architecture accepts.
         source_categories: class names of the original (pretraining) head, if known.
         description: one line for listings.
+        weights_info: ``() -> WeightsInfo`` about the default pretrained weights (called
+            when asked, so that listing stays cheap), or ``None`` when unknown.
     """
 
     name: str
@@ -105,6 +135,7 @@ class BackboneSpec:
     min_input_size: int = 32
     source_categories: tuple[str, ...] | None = None
     description: str = ""
+    weights_info: Callable[[], WeightsInfo] | None = None
 
 
 def resolve_path(root: nn.Module, path: str) -> nn.Module | nn.Parameter:

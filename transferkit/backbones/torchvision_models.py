@@ -7,9 +7,12 @@ freezing stages. Weights come from torchvision's own metadata: preprocessing, ca
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 import torchvision
@@ -19,7 +22,7 @@ from torchvision import models as tvm
 from ..errors import WeightsError
 from ..weights import fetch_url_state_dict
 from ._api import BACKBONES
-from ._base import Backbone, BackboneSpec, DataConfig
+from ._base import Backbone, BackboneSpec, DataConfig, WeightsInfo
 
 __all__ = ["TorchvisionBackbone", "torchvision_weights", "backbone_from_torchvision"]
 
@@ -401,6 +404,22 @@ def backbone_from_torchvision(model: nn.Module) -> TorchvisionBackbone:
     )
 
 
+def _weights_info(name: str) -> Callable[[], WeightsInfo]:
+    def info() -> WeightsInfo:
+        w = tvm.get_model_weights(name).DEFAULT
+        meta = w.meta
+        metrics = meta.get("_metrics", {}).get("ImageNet-1K", {})
+        filename = os.path.basename(urlparse(w.url).path)
+        return WeightsInfo(
+            tag=str(w).split(".")[-1], num_params=meta.get("num_params"),
+            imagenet_top1=metrics.get("acc@1"), imagenet_top5=metrics.get("acc@5"),
+            gmacs=meta.get("_ops"), file_mb=meta.get("_file_size"),
+            available=(Path(torch.hub.get_dir()) / "checkpoints" / filename).is_file(),
+            where=w.url)
+
+    return info
+
+
 def _register_all() -> None:
     for name in tvm.list_models(module=tvm):
         ref = tvm.get_model_weights(name).DEFAULT
@@ -417,6 +436,7 @@ def _register_all() -> None:
                 source_categories=tuple(ref.meta.get("categories", ())) or None,
                 description=f"torchvision {name} ({ref.meta.get('num_params', 0) / 1e6:.1f}M "
                 f"params with its ImageNet head)",
+                weights_info=_weights_info(name),
             ),
         )
 
