@@ -16,13 +16,18 @@ the very weights that its fine-tuning starts from. The ground truth of a candida
 test accuracy over the fine-tuning seeds: one run's accuracy moves by about a point from seed
 to seed, as much as the pretrained candidates differ.
 
+Each candidate and seed also gets a linear probe alone (``--probe-epochs`` epochs on the frozen
+backbone, the same options otherwise), whose test accuracy is what the frozen features support:
+the quantity the scores model directly, reported beside the fine-tuning ground truth.
+
 Printed: one line per candidate, then Kendall's tau (tau-b, scipy) between each score and the
 mean accuracies, the same tau against each seed's accuracies alone (its spread is the noise of
-the ground truth), and ``scoring_speedup`` = seconds of fine-tuning all candidates once (the
-mean over seeds) / seconds of ranking them all with LogME. Neither time includes building the
-backbones; the fine-tuning time excludes the test evaluation. To scale the speedup to another
-budget, ``probe_over_scoring`` and ``epoch_over_scoring`` give the cost of the probe (with its
-feature-cache pass) and of one epoch of the whole model, in units of the ranking:
+the ground truth) and against the mean linear-probe accuracies, and ``scoring_speedup`` =
+seconds of fine-tuning all candidates once (the mean over seeds) / seconds of ranking them all
+with LogME. Neither time includes building the backbones; the fine-tuning time excludes the
+test evaluation. To scale the speedup to another budget, ``probe_over_scoring`` and
+``epoch_over_scoring`` give the cost of the probe (with its feature-cache pass) and of one
+epoch of the whole model, in units of the ranking:
 speedup(E epochs) ~ probe_over_scoring + E * epoch_over_scoring.
 
 On a shared machine, pin the thread pools to one thread each (oversubscribed OpenMP and BLAS
@@ -113,6 +118,18 @@ def _finetune(backbone: tk.Backbone, train: Any, test: Any, num_classes: int, se
             "probe_seconds": seconds - sum(full), "epoch_seconds": sum(full) / len(full)}
 
 
+def _probe(backbone: tk.Backbone, train: Any, test: Any, num_classes: int, seed: int,
+           options: dict[str, Any]) -> float:
+    """Test accuracy of a linear probe alone (``probe_epochs`` epochs, frozen backbone): what
+    the frozen features support, the quantity the scores model directly."""
+    torch.manual_seed(seed)
+    model = tk.replace_head(copy.deepcopy(backbone), num_classes)
+    probe = {k: v for k, v in options.items() if k != "probe_epochs"}
+    tk.finetune(model, train, seed=seed, **{**probe, "strategy": "linear_probe",
+                                            "epochs": options["probe_epochs"]})
+    return tk.evaluate(model, test, progress=False).accuracy
+
+
 def _tau(scores: list[float], accuracies: list[float]) -> float:
     return float(kendalltau(scores, accuracies).statistic)
 
@@ -143,12 +160,15 @@ def run_dataset(dataset: str, *, candidates: tuple[tuple[str, str | None], ...] 
         runs = [_finetune(backbone, train, test, len(classes), s, options)
                 for s in finetune_seeds]
         accs = [r["test_accuracy"] for r in runs]
+        probes = [_probe(backbone, train, test, len(classes), s, options)
+                  for s in finetune_seeds]
         row = {"candidate": label, "num_features": scores["logme"][label]["num_features"],
                **{m: scores[m][label]["score"] for m in METRICS},
                **{f"{m}_seconds": scores[m][label]["seconds"] for m in METRICS},
                "test_accuracy": _mean(accs),
                "test_accuracy_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
                "test_accuracies": accs,
+               "probe_accuracy": _mean(probes), "probe_accuracies": probes,
                # one fine-tuning run's cost: the mean over the seeds
                **{k: _mean([r[k] for r in runs])
                   for k in ("finetune_seconds", "probe_seconds", "epoch_seconds")}}
@@ -156,7 +176,8 @@ def run_dataset(dataset: str, *, candidates: tuple[tuple[str, str | None], ...] 
         if verbose:
             print(f"{label:34s} logme {row['logme']:8.4f}  h_score {row['h_score']:7.4f}  "
                   f"test_accuracy {row['test_accuracy']:.4f} +- {row['test_accuracy_std']:.4f}"
-                  f" ({', '.join(f'{a:.4f}' for a in accs)})  score_s "
+                  f" ({', '.join(f'{a:.4f}' for a in accs)})  probe_accuracy "
+                  f"{row['probe_accuracy']:.4f}  score_s "
                   f"{row['logme_seconds']:6.1f}  finetune_s {row['finetune_seconds']:7.1f}",
                   flush=True)
     accs = [r["test_accuracy"] for r in rows]
@@ -173,6 +194,10 @@ def run_dataset(dataset: str, *, candidates: tuple[tuple[str, str | None], ...] 
         **{f"kendall_tau_{m}_per_seed": [
             _tau([r[m] for r in rows], [r["test_accuracies"][i] for r in rows])
             for i in range(len(finetune_seeds))] for m in METRICS},
+        # and against the accuracy of a linear probe alone (frozen features, no fine-tuning)
+        **{f"kendall_tau_{m}_vs_probe": _tau([r[m] for r in rows],
+                                             [r["probe_accuracy"] for r in rows])
+           for m in METRICS},
         "scoring_seconds": sum(r["logme_seconds"] for r in rows),
         "h_score_scoring_seconds": sum(r["h_score_seconds"] for r in rows),
         "finetune_seconds": finetune_total,
@@ -187,7 +212,8 @@ def run_dataset(dataset: str, *, candidates: tuple[tuple[str, str | None], ...] 
     if verbose:
         for m in METRICS:
             per_seed = ", ".join(f"{t:.3f}" for t in result[f"kendall_tau_{m}_per_seed"])
-            print(f"kendall_tau_{m}: {result[f'kendall_tau_{m}']:.3f} (per seed: {per_seed})")
+            print(f"kendall_tau_{m}: {result[f'kendall_tau_{m}']:.3f} (per seed: {per_seed}; "
+                  f"against the linear probe: {result[f'kendall_tau_{m}_vs_probe']:.3f})")
         print(f"scoring_speedup: {result['scoring_speedup']:.1f}")
         print(f"probe_over_scoring: {result['probe_over_scoring']:.2f}")
         print(f"epoch_over_scoring: {result['epoch_over_scoring']:.2f}")
