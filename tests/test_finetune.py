@@ -10,6 +10,7 @@ import textwrap
 
 import pytest
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import transferkit as tk
@@ -65,6 +66,30 @@ def test_linear_probe_leaves_backbone_bit_identical():
                 **FAST)
     for k, v in model.backbone.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+@pytest.mark.parametrize("bn", ["eval", "train"])
+def test_lp_ft_second_phase_keeps_the_batchnorm_statistics_the_probe_saw(bn):
+    """With bn="eval" every BatchNorm of the backbone normalises with its running statistics
+    in both phases (so the features under the probe's head do not jump when the backbone
+    starts to train) while its weights still train; bn="train" uses batch statistics."""
+    X, y = patterns(48, size=16)
+    model = tiny_model()
+    bns = {n: m for n, m in model.backbone.named_modules() if isinstance(m, nn.BatchNorm2d)}
+    before = {n: (m.running_mean.clone(), m.running_var.clone(), m.weight.detach().clone())
+              for n, m in bns.items()}
+    modes: list[tuple[str, bool]] = []
+    for m in bns.values():
+        m.register_forward_hook(lambda mod, i, o: modes.append(("batch", mod.training)))
+    tk.finetune(model, (X, y), epochs=2, probe_epochs=1, strategy="lp_ft", bn=bn,
+                cache_features=False, **FAST)
+    training_modes = {t for _, t in modes}
+    for n, m in bns.items():
+        mean, var, weight = before[n]
+        assert not torch.equal(m.weight, weight), n  # the affine weights trained
+        kept = torch.equal(m.running_mean, mean) and torch.equal(m.running_var, var)
+        assert kept == (bn == "eval"), n
+    assert training_modes == {bn == "train"}  # one mode through both phases
 
 
 def test_lp_ft_changes_backbone_only_in_second_phase():

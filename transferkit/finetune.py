@@ -150,10 +150,12 @@ def finetune(model: TransferModel, train_data: Any, val_data: Any = None, **opti
         **options: see :class:`FinetuneConfig`. The main ones:
             ``epochs`` (5), ``lr`` (1e-3 for AdamW, 0.01 for SGD), ``strategy``
             (``"lp_ft"``: a linear probe for up to ``probe_epochs`` epochs, stopping when it
-            converges, then ``epochs`` of full fine-tuning at ``backbone_lr_mult`` 0.1;
-            ``"full"``, ``"linear_probe"``, ``"gradual"``), ``optimizer`` (``"adamw"``,
+            converges, then ``epochs`` of full fine-tuning at ``backbone_lr_mult`` 0.1, the
+            BatchNorm statistics kept as the probe saw them unless ``bn="train"``; ``"full"``, ``"linear_probe"``, ``"gradual"``), ``optimizer`` (``"adamw"``,
             ``"sgd"`` with ``momentum``, or a callable taking parameter groups),
-            ``weight_decay``, ``schedule`` (``"cosine"``, ``"constant"``, ``"onecycle"``) and
+            ``weight_decay``, ``bn`` (``"eval"``: BatchNorm in frozen parts, and in all of
+            the backbone during lp_ft's second phase, keeps its running statistics;
+            ``"train"``: batch statistics), ``schedule`` (``"cosine"``, ``"constant"``, ``"onecycle"``) and
             ``warmup_epochs``, ``task`` (``"multiclass"``, ``"multilabel"``, ``"regression"``)
             with ``label_smoothing``, ``class_weights`` (or ``"balanced"``), ``pos_weight``;
             ``batch_size``, ``num_workers``, ``grad_accum_steps``, ``clip_grad_norm``,

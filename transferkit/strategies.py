@@ -3,7 +3,14 @@
 - ``full``: train everything.
 - ``linear_probe``: backbone frozen, head only.
 - ``lp_ft``: a linear probe until the head converges, then the whole model at a lower backbone
-  learning rate (Kumar et al. 2022, "Fine-Tuning can Distort Pretrained Features").
+  learning rate (Kumar et al. 2022, "Fine-Tuning can Distort Pretrained Features"). With
+  ``bn="eval"`` (the default) the backbone's BatchNorm layers keep the running statistics the
+  probe saw through the second phase too (their weights still train): switching them to batch
+  statistics would change the features under the head the probe has just fitted. Measured
+  (EfficientNet-Lite0 on 2,000 Animal-MNIST images at 64 px, 5 + 3 epochs): the training loss
+  jumped from 0.20 to 1.27 when the second phase began with batch statistics and the test
+  accuracy ended at 0.846, below the probe's 0.896; with the statistics kept it went on from
+  0.20 and ended at 0.943.
 - ``gradual``: unfreeze stage by stage from the top, one stage per epoch (Howard & Ruder 2018,
   ULMFiT); epoch 0 trains the head alone.
 """
@@ -15,6 +22,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from .backbones import Backbone
+from .backbones._base import is_batchnorm
 from .freeze import freeze, unfreeze
 
 __all__ = ["STRATEGIES", "Phase", "plan_phases", "apply_phase"]
@@ -32,6 +40,8 @@ class Phase:
         backbone: ``"frozen"``, ``"trainable"`` or ``"gradual"``.
         backbone_lr_mult: backbone learning rate as a fraction of ``lr``.
         until_converged: stop the phase early when the training loss stops improving.
+        keep_bn_statistics: every BatchNorm layer of the backbone stays in eval mode (running
+            statistics fixed) while its weights train, when ``bn="eval"``.
     """
 
     name: str
@@ -39,6 +49,7 @@ class Phase:
     backbone: str
     backbone_lr_mult: float = 1.0
     until_converged: bool = False
+    keep_bn_statistics: bool = False
 
 
 def plan_phases(strategy: str, epochs: int, probe_epochs: int,
@@ -51,7 +62,8 @@ def plan_phases(strategy: str, epochs: int, probe_epochs: int,
     if strategy == "lp_ft":
         return [
             Phase("probe", probe_epochs, "frozen", 0.0, until_converged=True),
-            Phase("finetune", epochs, "trainable", _mult(backbone_lr_mult, 0.1)),
+            Phase("finetune", epochs, "trainable", _mult(backbone_lr_mult, 0.1),
+                  keep_bn_statistics=True),
         ]
     if strategy == "gradual":
         return [Phase("gradual", epochs, "gradual", _mult(backbone_lr_mult, 1.0))]
@@ -69,6 +81,11 @@ def apply_phase(model: nn.Module, backbone: Backbone, phase: Phase, epoch_in_pha
         freeze(model, bn=bn)
     elif phase.backbone == "trainable":
         unfreeze(model)
+        if phase.keep_bn_statistics and bn == "eval":
+            for name, m in backbone.named_modules():
+                if is_batchnorm(m):
+                    backbone._frozen_bn.add(name)  # Backbone.train() keeps these in eval
+                    m.eval()
     else:  # gradual: the top `epoch_in_phase` stages are trainable
         names = backbone.stage_names
         n_open = min(epoch_in_phase, len(names))
