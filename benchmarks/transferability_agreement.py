@@ -142,8 +142,8 @@ def run_dataset(dataset: str, *, candidates: tuple[tuple[str, str | None], ...] 
                 n_per_class: int = 200, n_per_class_test: int | None = None,
                 image_size: int = 64, epochs: int = 3, probe_epochs: int = 5,
                 batch_size: int = 32, lr: float = 1e-3, seed: int = 0,
-                finetune_seeds: tuple[int, ...] = (0, 1, 2), progress: bool = False,
-                verbose: bool = True) -> dict[str, Any]:
+                finetune_seeds: tuple[int, ...] = (0, 1, 2), probe: bool = True,
+                progress: bool = False, verbose: bool = True) -> dict[str, Any]:
     """The study on one dataset; returns its figures (see :func:`run`)."""
     if not finetune_seeds:
         raise ValueError("transferability_agreement: give at least one fine-tuning seed.")
@@ -161,7 +161,7 @@ def run_dataset(dataset: str, *, candidates: tuple[tuple[str, str | None], ...] 
                 for s in finetune_seeds]
         accs = [r["test_accuracy"] for r in runs]
         probes = [_probe(backbone, train, test, len(classes), s, options)
-                  for s in finetune_seeds]
+                  for s in finetune_seeds] if probe else [float("nan")]
         row = {"candidate": label, "num_features": scores["logme"][label]["num_features"],
                **{m: scores[m][label]["score"] for m in METRICS},
                **{f"{m}_seconds": scores[m][label]["seconds"] for m in METRICS},
@@ -197,7 +197,7 @@ def run_dataset(dataset: str, *, candidates: tuple[tuple[str, str | None], ...] 
         # and against the accuracy of a linear probe alone (frozen features, no fine-tuning)
         **{f"kendall_tau_{m}_vs_probe": _tau([r[m] for r in rows],
                                              [r["probe_accuracy"] for r in rows])
-           for m in METRICS},
+           if probe else None for m in METRICS},
         "scoring_seconds": sum(r["logme_seconds"] for r in rows),
         "h_score_scoring_seconds": sum(r["h_score_seconds"] for r in rows),
         "finetune_seconds": finetune_total,
@@ -212,8 +212,9 @@ def run_dataset(dataset: str, *, candidates: tuple[tuple[str, str | None], ...] 
     if verbose:
         for m in METRICS:
             per_seed = ", ".join(f"{t:.3f}" for t in result[f"kendall_tau_{m}_per_seed"])
-            print(f"kendall_tau_{m}: {result[f'kendall_tau_{m}']:.3f} (per seed: {per_seed}; "
-                  f"against the linear probe: {result[f'kendall_tau_{m}_vs_probe']:.3f})")
+            vs_probe = result[f"kendall_tau_{m}_vs_probe"]
+            print(f"kendall_tau_{m}: {result[f'kendall_tau_{m}']:.3f} (per seed: {per_seed}"
+                  + (f"; against the linear probe: {vs_probe:.3f})" if probe else ")"))
         print(f"scoring_speedup: {result['scoring_speedup']:.1f}")
         print(f"probe_over_scoring: {result['probe_over_scoring']:.2f}")
         print(f"epoch_over_scoring: {result['epoch_over_scoring']:.2f}")
@@ -270,6 +271,8 @@ def main() -> None:
                    help="seed of the data subset and of the random initialisations")
     p.add_argument("--finetune-seeds", default="0,1,2",
                    help="fine-tune each candidate once per seed (comma-separated)")
+    p.add_argument("--no-probe", action="store_true",
+                   help="skip the linear probes alone (they do not depend on --epochs)")
     p.add_argument("--progress", action="store_true")
     p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args()
@@ -280,7 +283,7 @@ def main() -> None:
                  image_size=args.image_size, epochs=args.epochs, probe_epochs=args.probe_epochs,
                  batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                  finetune_seeds=tuple(int(x) for x in args.finetune_seeds.split(",") if x),
-                 progress=args.progress)
+                 probe=not args.no_probe, progress=args.progress)
     result["wall_seconds"] = time.perf_counter() - start
     print(f"wall_seconds: {result['wall_seconds']:.0f}")
     if args.json:
