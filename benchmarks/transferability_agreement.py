@@ -161,14 +161,14 @@ def run_dataset(dataset: str, *, candidates: tuple[tuple[str, str | None], ...] 
                 for s in finetune_seeds]
         accs = [r["test_accuracy"] for r in runs]
         probes = [_probe(backbone, train, test, len(classes), s, options)
-                  for s in finetune_seeds] if probe else [float("nan")]
+                  for s in finetune_seeds] if probe else None
         row = {"candidate": label, "num_features": scores["logme"][label]["num_features"],
                **{m: scores[m][label]["score"] for m in METRICS},
                **{f"{m}_seconds": scores[m][label]["seconds"] for m in METRICS},
                "test_accuracy": _mean(accs),
                "test_accuracy_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
                "test_accuracies": accs,
-               "probe_accuracy": _mean(probes), "probe_accuracies": probes,
+               "probe_accuracy": _mean(probes) if probes else None, "probe_accuracies": probes,
                # one fine-tuning run's cost: the mean over the seeds
                **{k: _mean([r[k] for r in runs])
                   for k in ("finetune_seconds", "probe_seconds", "epoch_seconds")}}
@@ -176,8 +176,9 @@ def run_dataset(dataset: str, *, candidates: tuple[tuple[str, str | None], ...] 
         if verbose:
             print(f"{label:34s} logme {row['logme']:8.4f}  h_score {row['h_score']:7.4f}  "
                   f"test_accuracy {row['test_accuracy']:.4f} +- {row['test_accuracy_std']:.4f}"
-                  f" ({', '.join(f'{a:.4f}' for a in accs)})  probe_accuracy "
-                  f"{row['probe_accuracy']:.4f}  score_s "
+                  f" ({', '.join(f'{a:.4f}' for a in accs)})"
+                  + (f"  probe_accuracy {row['probe_accuracy']:.4f}" if probes else "")
+                  + f"  score_s "
                   f"{row['logme_seconds']:6.1f}  finetune_s {row['finetune_seconds']:7.1f}",
                   flush=True)
     accs = [r["test_accuracy"] for r in rows]

@@ -160,6 +160,11 @@ def _reachable(url: str, timeout: float = 3.0) -> bool:
         return False
 
 
+def hub_cache_path(url: str) -> Path:
+    """Where ``torch.hub.load_state_dict_from_url(url)`` keeps its download."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+
+
 def fetch_url_state_dict(url: str, what: str) -> dict[str, Tensor]:
     """A state dict from torch.hub's cache, downloading it only when online.
 
@@ -170,9 +175,8 @@ def fetch_url_state_dict(url: str, what: str) -> dict[str, Tensor]:
     Raises:
         WeightsUnavailableError: not cached and no network (fails in seconds, never hangs).
     """
-    filename = os.path.basename(urlparse(url).path)
-    cache_dir = Path(torch.hub.get_dir()) / "checkpoints"
-    cached = cache_dir / filename
+    cached = hub_cache_path(url)
+    filename, cache_dir = cached.name, cached.parent
     if cached.is_file():
         return load_state_dict_file(cached)
     if is_offline() or not _reachable(url):

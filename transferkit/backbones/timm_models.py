@@ -10,14 +10,12 @@ earlier download left them there.
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from torch import Tensor, nn
 
 from ..errors import MissingDependencyError, UnknownNameError, WeightsUnavailableError
-from ..weights import _reachable, is_offline, load_state_dict_file
+from ..weights import _reachable, hub_cache_path, is_offline, load_state_dict_file
 from ._api import TIMM_PREFIX
 from ._base import Backbone, BackboneSpec, DataConfig
 
@@ -120,8 +118,6 @@ def cached_weights_file(timm: Any, model_name: str) -> str | None:
     for the weights' hub repository, then torch.hub's ``checkpoints`` folder for those that
     come from a URL.
     """
-    import torch
-
     cfg = timm.models.get_pretrained_cfg(model_name, allow_unregistered=False)
     if cfg is None:
         return None
@@ -136,10 +132,8 @@ def cached_weights_file(timm: Any, model_name: str) -> str | None:
                                            revision=revision or None)
             if isinstance(found, str):
                 return found
-    if cfg.url:
-        path = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(cfg.url).path).name
-        if path.is_file():
-            return str(path)
+    if cfg.url and hub_cache_path(cfg.url).is_file():
+        return str(hub_cache_path(cfg.url))
     return None
 
 

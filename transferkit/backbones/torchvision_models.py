@@ -7,12 +7,9 @@ freezing stages. Weights come from torchvision's own metadata: preprocessing, ca
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import torch
 import torchvision
@@ -20,7 +17,7 @@ from torch import Tensor, nn
 from torchvision import models as tvm
 
 from ..errors import WeightsError
-from ..weights import fetch_url_state_dict
+from ..weights import fetch_url_state_dict, hub_cache_path
 from ._api import BACKBONES
 from ._base import Backbone, BackboneSpec, DataConfig, WeightsInfo
 
@@ -409,12 +406,11 @@ def _weights_info(name: str) -> Callable[[], WeightsInfo]:
         w = tvm.get_model_weights(name).DEFAULT
         meta = w.meta
         metrics = meta.get("_metrics", {}).get("ImageNet-1K", {})
-        filename = os.path.basename(urlparse(w.url).path)
         return WeightsInfo(
             tag=str(w).split(".")[-1], num_params=meta.get("num_params"),
             imagenet_top1=metrics.get("acc@1"), imagenet_top5=metrics.get("acc@5"),
             gmacs=meta.get("_ops"), file_mb=meta.get("_file_size"),
-            available=(Path(torch.hub.get_dir()) / "checkpoints" / filename).is_file(),
+            available=hub_cache_path(w.url).is_file(),
             where=w.url)
 
     return info
