@@ -2,7 +2,7 @@
 
 For each candidate backbone, on the same target data:
 
-1. score it with :func:`transferkit.rank_backbones` (LogME, then H-score: each call extracts
+1. score it with :func:`transferkit.selection.rank_backbones` (LogME, then H-score: each call extracts
    the features again, so each metric's time is complete on its own);
 2. fine-tune it with one small fixed budget (``lp_ft``: a linear probe of at most
    ``--probe-epochs`` epochs, then ``--epochs`` epochs of the whole model at 0.1x the learning
@@ -57,7 +57,7 @@ from _common import machine
 import transferkit as tk  # noqa: E402  (after _common puts the checkout on the path)
 from transferkit import datasets  # noqa: E402
 from transferkit.errors import DataError  # noqa: E402
-from transferkit.rank_backbones import rank_backbones  # noqa: E402
+from transferkit.selection.rank_backbones import rank_backbones  # noqa: E402
 
 #: (name, weights): three pretrained EfficientNet-Lites (weights from pip packages, offline)
 #: and three randomly initialised architectures.

@@ -133,7 +133,7 @@ def test_bad_inputs(data, calls):
 def _finetune_available() -> bool:
     try:
         importlib.import_module("transferkit.finetune")
-        importlib.import_module("transferkit._trainer")
+        importlib.import_module("transferkit.training.trainer")
     except ImportError:
         return False
     return True

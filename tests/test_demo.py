@@ -11,7 +11,7 @@ import pytest
 
 import transferkit as tk
 from transferkit.cli import main
-from transferkit.demo import STRATEGIES, DemoConfig
+from transferkit.cli.demo import STRATEGIES, DemoConfig
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import transferkit as tk
-from transferkit.checkpoint import LAST, load_checkpoint
+from transferkit.training.checkpoint import LAST, load_checkpoint
 from transferkit.distributed import (
     BACKEND_ENV,
     DistContext,

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import transferkit as tk
 from transferkit.errors import DataError
 from transferkit.evaluate import evaluate, infer_task
-from transferkit.metrics import compute_report
+from transferkit.metrics.classification import compute_report
 
 
 def _model(num_classes: int = 3, **kwargs) -> tk.TransferModel:

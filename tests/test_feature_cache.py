@@ -12,8 +12,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import transferkit as tk
-from transferkit.data import BatchPrep, as_source
-from transferkit.feature_cache import eval_cache_for, forget_eval_cache
+from transferkit.data.sources import BatchPrep, as_source
+from transferkit.training.feature_cache import eval_cache_for, forget_eval_cache
 
 from _synthetic import patterns, tiny_model
 
@@ -236,7 +236,7 @@ def test_cache_views_with_augmentation():
 
 
 def test_cache_view_follows_the_epoch(monkeypatch):
-    from transferkit.feature_cache import FeatureCache
+    from transferkit.training.feature_cache import FeatureCache
 
     views = []
     original = FeatureCache.batches

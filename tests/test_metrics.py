@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from sklearn import metrics as skm
 
 from transferkit.errors import DataError, MissingDependencyError
-from transferkit.metrics import EvalReport, compute_report, expected_calibration_error
+from transferkit.metrics.classification import EvalReport, compute_report, expected_calibration_error
 
 K = 5
 

@@ -17,10 +17,10 @@ from torch import nn
 
 import transferkit as tk
 from transferkit.backbones import BACKBONES
-from transferkit.data import BatchPrep
+from transferkit.data.sources import BatchPrep
 from transferkit.errors import UnknownNameError, WeightsUnavailableError
-from transferkit.rank_backbones import METRICS, Ranking, RankingRow, rank_backbones
-from transferkit.transferability import h_score, leep, logme, nce
+from transferkit.selection.rank_backbones import METRICS, Ranking, RankingRow, rank_backbones
+from transferkit.selection.transferability import h_score, leep, logme, nce
 
 from _synthetic import patterns
 

@@ -1,4 +1,4 @@
-"""Tests of transferkit.transferability: LogME, LEEP, NCE and H-score.
+"""Tests of transferkit.selection.transferability: LogME, LEEP, NCE and H-score.
 
 Each score is checked against a second computation written here: an independent LogME with
 matrix inverses and a scipy maximisation of the Gaussian marginal likelihood, LEEP as its
@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import minimize
 
-from transferkit.transferability import h_score, leep, logme, nce
+from transferkit.selection.transferability import h_score, leep, logme, nce
 
 FEATURE_SCORES = {"logme": logme, "h_score": h_score}
 

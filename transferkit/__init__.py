@@ -17,19 +17,32 @@ from .backbones import (
 from .cross_validate import CrossValidationResult, cross_validate
 from .data import stratified_split
 from .evaluate import evaluate
-from .finetune import EarlyStopping, finetune
+from .finetune import finetune
+from .training import EarlyStopping, FinetuneConfig
 from .freeze import FreezeSummary, freeze, unfreeze
-from .history import History
+from .training import History
 from .heads import get_head_spec, list_heads, register_head
 from .load_backbone import load_backbone
 from .metrics import EvalReport, compute_report
 from .predict import Prediction, predict
-from .rank_backbones import Ranking, rank_backbones
+from .selection import Ranking, rank_backbones
 from .replace_head import replace_head
 from .save import load, save
 from .transfer_model import TransferModel
 
 __version__ = "0.1.0"
+
+# Subpackages a user reaches as attributes (tk.datasets.animal_mnist, tk.reference.conv2d),
+# imported on first use so that ``import transferkit`` stays light.
+_LAZY_SUBMODULES = ("datasets", "reference")
+
+
+def __getattr__(name: str):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'transferkit' has no attribute {name!r}")
 
 __all__ = [
     "Backbone",
@@ -38,6 +51,7 @@ __all__ = [
     "DataConfig",
     "EarlyStopping",
     "EvalReport",
+    "FinetuneConfig",
     "FreezeSummary",
     "History",
     "Prediction",

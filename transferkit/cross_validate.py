@@ -13,7 +13,7 @@ from torch.utils.data import Dataset, Subset
 
 from .errors import DataError
 from .evaluate import evaluate
-from .metrics import EvalReport
+from .metrics.classification import EvalReport
 
 __all__ = ["cross_validate", "CrossValidationResult"]
 

@@ -11,11 +11,11 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from .data import iter_eval_batches, resolve_device
+from .data.sources import iter_eval_batches, resolve_device
 from .distributed import DistContext
 from .errors import DataError
-from .feature_cache import eval_amp_dtype, eval_cache_for
-from .metrics import TASKS, EvalReport, _check_options, compute_report
+from .training.feature_cache import eval_amp_dtype, eval_cache_for
+from .metrics.classification import TASKS, EvalReport, _check_options, compute_report
 
 __all__ = ["evaluate", "infer_task", "inference_context"]
 

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from .backbones import DataConfig
-from .data import BatchPrep, fix_channels, resolve_device, sample_transform
+from .data.sources import BatchPrep, fix_channels, resolve_device, sample_transform
 from .errors import DataError
 from .evaluate import inference_context
 

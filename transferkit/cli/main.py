@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=_PROG, parents=[common],
                      description="Transfer learning for vision models: load a pretrained "
                      "backbone, replace its head, freeze, fine-tune, evaluate.")
-    from . import __version__
+    from .. import __version__
 
     parser.add_argument("--version", action="version", version=f"transferkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -176,7 +176,7 @@ def _data_arguments(p: argparse.ArgumentParser, evaluate: bool = False) -> None:
 
 # -- data -------------------------------------------------------------------------------------
 def _builtin(name: str):
-    from . import datasets
+    from .. import datasets
 
     key = name.replace("-", "_").lower()
     return getattr(datasets, key) if key in BUILTIN_DATASETS else None
@@ -184,7 +184,7 @@ def _builtin(name: str):
 
 def _training_data(args: argparse.Namespace) -> tuple[Any, Any, list[str], str]:
     """``(train, held_out, class_names, description)`` from ``--data``."""
-    from .data import stratified_split
+    from ..data.sources import stratified_split
 
     loader = _builtin(args.data)
     if loader is not None:
@@ -227,8 +227,8 @@ def _eval_data(args: argparse.Namespace) -> Any:
 
 # -- commands ---------------------------------------------------------------------------------
 def _cmd_list(args: argparse.Namespace) -> int:
-    from .backbones import backbone_info, format_backbone_info, list_backbones
-    from .heads import list_heads
+    from ..backbones import backbone_info, format_backbone_info, list_backbones
+    from ..heads import list_heads
 
     if args.details and args.what != "backbones":
         raise ValueError("--details describes backbones; use 'transferkit list backbones "
@@ -247,11 +247,11 @@ def _is_main_process() -> bool:
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate
-    from .finetune import finetune
-    from .load_backbone import load_backbone
-    from .replace_head import replace_head
-    from .save import save
+    from ..evaluate import evaluate
+    from ..finetune import finetune
+    from ..load_backbone import load_backbone
+    from ..replace_head import replace_head
+    from ..save import save
 
     main = _is_main_process()
     train, held, classes, held_desc = _training_data(args)
@@ -289,8 +289,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate
-    from .save import load
+    from ..evaluate import evaluate
+    from ..save import load
 
     model = load(args.model, device=args.device or "cpu")
     data = _eval_data(args)
@@ -303,8 +303,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import predict
-    from .save import load
+    from ..predict import predict
+    from ..save import load
 
     missing = [p for p in args.images if not Path(p).is_file()]
     if missing:
@@ -347,7 +347,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _rank_arguments(sub: Any, common: argparse.ArgumentParser) -> None:
-    from .rank_backbones import METRICS
+    from ..selection.rank_backbones import METRICS
 
     p = sub.add_parser("rank", parents=[common], help="rank backbones before fine-tuning",
                        description="Score candidate backbones on the training data with a "
@@ -370,7 +370,7 @@ def _rank_arguments(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _cmd_rank(args: argparse.Namespace) -> int:
-    from .rank_backbones import rank_backbones
+    from ..selection.rank_backbones import rank_backbones
 
     train, _, _, _ = _training_data(args)
     candidates: list[Any] = []
@@ -434,7 +434,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _restart_with_passive_omp(argv)
     argv = list(argv)
     debug = "--debug" in argv
-    from .errors import TrainingError, TransferkitError
+    from ..errors import TrainingError, TransferkitError
 
     try:
         args = build_parser().parse_args(argv)

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .backbones._base import is_batchnorm
-from .heads import HEADS
+from ..backbones._base import is_batchnorm
+from ..heads import HEADS
 
 __all__ = [
     "FeatureCache", "build_cache", "cache_skip_reason", "head_takes_pooled",

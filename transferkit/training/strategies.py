@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from .backbones import Backbone
-from .backbones._base import is_batchnorm
-from .freeze import freeze, unfreeze
+from ..backbones import Backbone
+from ..backbones._base import is_batchnorm
+from ..freeze import freeze, unfreeze
 
 __all__ = ["STRATEGIES", "Phase", "plan_phases", "apply_phase"]
 

@@ -58,7 +58,7 @@ class History:
 
         Needs matplotlib (``pip install "transferkit[plot]"``). Returns the figure.
         """
-        from .errors import MissingDependencyError
+        from ..errors import MissingDependencyError
 
         try:
             import matplotlib

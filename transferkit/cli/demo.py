@@ -161,8 +161,8 @@ class DemoResult:
 
 # -- the data ---------------------------------------------------------------------------------
 def _load_data(cfg: DemoConfig):
-    from .data import stratified_split
-    from .datasets import animal_mnist
+    from ..data.sources import stratified_split
+    from ..datasets import animal_mnist
 
     split = animal_mnist(n_per_class=cfg.n_per_class, n_per_class_test=cfg.n_per_class_test,
                          seed=cfg.seed)
@@ -181,8 +181,8 @@ def _load_data(cfg: DemoConfig):
 
 # -- one strategy -----------------------------------------------------------------------------
 def _build(strategy: str, classes: list[str]):
-    from .load_backbone import load_backbone
-    from .replace_head import replace_head
+    from ..load_backbone import load_backbone
+    from ..replace_head import replace_head
 
     weights = None if strategy == "scratch" else "DEFAULT"
     backbone = load_backbone(BACKBONE, weights=weights)
@@ -206,8 +206,8 @@ def _options(strategy: str, cfg: DemoConfig) -> dict[str, Any]:
 
 
 def _run_strategy(strategy: str, cfg: DemoConfig, train, val, test, classes, say):
-    from .evaluate import evaluate
-    from .finetune import finetune
+    from ..evaluate import evaluate
+    from ..finetune import finetune
 
     model = _build(strategy, classes)
     options = _options(strategy, cfg)
@@ -295,8 +295,8 @@ def _environment() -> dict[str, Any]:
 
 def _write_outputs(result: DemoResult, best_model, best_report, out: Path, start: float,
                    say) -> None:
-    from .errors import MissingDependencyError
-    from .save import save
+    from ..errors import MissingDependencyError
+    from ..save import save
 
     weights_path, config_path = save(best_model, out / "model")
     result.files.update({"model": str(weights_path), "model_config": str(config_path)})

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .errors import DataError
+from ..errors import DataError
 
 __all__ = ["TASKS", "make_loss", "check_targets", "batch_correct"]
 

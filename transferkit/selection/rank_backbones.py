@@ -25,13 +25,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .backbones import Backbone, get_backbone_spec, list_backbones
-from .data import BatchPrep, as_source, default_workers, resolve_device
-from .errors import UnknownNameError, WeightsUnavailableError
-from .feature_cache import build_cache
-from .load_backbone import load_backbone
-from .replace_head import replace_head
-from .transfer_model import TransferModel
+from ..backbones import Backbone, get_backbone_spec, list_backbones
+from ..data.sources import BatchPrep, as_source, default_workers, resolve_device
+from ..errors import UnknownNameError, WeightsUnavailableError
+from ..training.feature_cache import build_cache
+from ..load_backbone import load_backbone
+from ..replace_head import replace_head
+from ..transfer_model import TransferModel
 from .transferability import h_score, leep, logme, nce
 
 __all__ = ["METRICS", "Ranking", "RankingRow", "rank_backbones"]
@@ -218,7 +218,7 @@ def _check_source_head(c: _Candidate, metric: str) -> None:
 
 def _source_classifier(backbone: Backbone) -> nn.Module:
     """The ImageNet head of a pretrained EfficientNet-Lite, checked to belong to its body."""
-    from .backbones.efficientnet_lite import build_efficientnet_lite
+    from ..backbones.efficientnet_lite import build_efficientnet_lite
 
     full = build_efficientnet_lite(int(backbone.name[-1]), pretrained=True)
     body = {k: v for k, v in full.state_dict().items() if not k.startswith("classifier.")}

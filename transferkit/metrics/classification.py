@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from sklearn import metrics as skm
 
-from .errors import DataError, MissingDependencyError
+from ..errors import DataError, MissingDependencyError
 
 __all__ = ["EvalReport", "compute_report", "expected_calibration_error", "TASKS"]
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import UnsafeCheckpointError, WeightsError
+from ..errors import UnsafeCheckpointError, WeightsError
 
 __all__ = ["atomic_save", "load_checkpoint", "rng_state", "set_rng_state", "LAST"]
 

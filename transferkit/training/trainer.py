@@ -20,18 +20,18 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from .checkpoint import LAST, atomic_save, load_checkpoint, rng_state, set_rng_state
-from .data import BatchPrep, Source, as_source, default_workers, fix_channels, resolve_device
-from .distributed import DistContext, shard_positions
-from .errors import DataError, TrainingError
-from .backbones._base import is_batchnorm
+from ..data.sources import BatchPrep, Source, as_source, default_workers, fix_channels, resolve_device
+from ..distributed import DistContext, shard_positions
+from ..errors import DataError, TrainingError
+from ..backbones._base import is_batchnorm
 from .feature_cache import (DEFAULT_MEMORY_BUDGET, FeatureCache, build_cache, cache_skip_reason,
                             prune_eval_cache, remember_eval_cache)
-from .finetune import FinetuneConfig
+from .config import FinetuneConfig
 from .history import History
 from .optim import make_optimizer, make_scheduler, param_groups
 from .strategies import Phase, apply_phase, plan_phases
-from .tasks import batch_correct, check_label_range, check_targets, make_loss
-from .transfer_model import TransferModel
+from .losses import batch_correct, check_label_range, check_targets, make_loss
+from ..transfer_model import TransferModel
 
 __all__ = ["Trainer"]
 

@@ -1,0 +1,5 @@
+"""The ``transferkit`` command line (:mod:`.main`) and the demo it runs (:mod:`.demo`)."""
+
+from .main import main
+
+__all__ = ["main"]

@@ -1,0 +1,135 @@
+"""Every option of :func:`transferkit.finetune` as one validated dataclass.
+
+The engine (:mod:`transferkit.training.trainer`) and the public verb both import it from here,
+so configuration sits below both.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .losses import TASKS
+from .optim import SCHEDULES
+from .strategies import STRATEGIES
+
+__all__ = ["FinetuneConfig", "EarlyStopping"]
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    """Stop when ``metric`` has not improved for ``patience`` epochs; restore the best weights.
+
+    Args:
+        metric: a key of the history (``"val_loss"``, ``"val_accuracy"``, ``"train_loss"``).
+        patience: epochs without improvement before stopping.
+        mode: ``"min"`` or ``"max"``; ``None`` guesses from the name (loss -> min).
+        min_delta: smallest change that counts as an improvement.
+    """
+
+    metric: str = "val_loss"
+    patience: int = 3
+    mode: str | None = None
+    min_delta: float = 0.0
+
+    @property
+    def resolved_mode(self) -> str:
+        return self.mode or ("min" if "loss" in self.metric else "max")
+
+
+@dataclass
+class FinetuneConfig:
+    """Every option of :func:`finetune`, validated (see its docstring)."""
+
+    epochs: int = 5
+    lr: float | None = None
+    strategy: str = "lp_ft"
+    probe_epochs: int = 5
+    optimizer: str | Callable = "adamw"
+    momentum: float = 0.9
+    weight_decay: float | None = None
+    backbone_lr_mult: float | None = None
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    task: str = "multiclass"
+    label_smoothing: float = 0.0
+    class_weights: Any = None
+    pos_weight: Any = None
+    batch_size: int = 32
+    num_workers: int | None = None
+    grad_accum_steps: int = 1
+    clip_grad_norm: float | None = None
+    amp: bool | str = False
+    channels_last: bool | None = None
+    compile: bool = False
+    device: str | torch.device | None = None
+    seed: int = 0
+    deterministic: bool = False
+    augment: bool = True
+    transform: Any = None
+    image_size: int | None = None
+    bn: str = "eval"
+    early_stopping: EarlyStopping | None = None
+    checkpoint_dir: str | os.PathLike | None = None
+    resume: bool = False
+    callbacks: Sequence[Any] = field(default_factory=tuple)
+    progress: bool = True
+    cache_features: bool = True
+    cache_views: int = 0
+    cache_dtype: str = "float32"
+    cache_memory_budget: int | None = None
+    shuffle: bool = True
+    sync_batchnorm: bool = False
+    dist_backend: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_int("epochs", self.epochs, 1)
+        _check_int("probe_epochs", self.probe_epochs, 1)
+        _check_int("batch_size", self.batch_size, 1)
+        _check_int("grad_accum_steps", self.grad_accum_steps, 1)
+        _check_int("seed", self.seed, 0)
+        _check_int("cache_views", self.cache_views, 0)
+        if self.image_size is not None:
+            _check_int("image_size", self.image_size, 8)
+        _one_of("strategy", self.strategy, STRATEGIES)
+        _one_of("schedule", self.schedule, SCHEDULES)
+        _one_of("task", self.task, TASKS)
+        _one_of("bn", self.bn, ("eval", "train"))
+        _one_of("cache_dtype", self.cache_dtype, ("float32", "float16"))
+        _one_of("amp", self.amp, (False, True, "bf16", "fp16"))
+        if self.lr is None:
+            self.lr = 0.01 if self.optimizer == "sgd" else 1e-3
+        if self.weight_decay is None:
+            self.weight_decay = 0.01 if self.optimizer == "adamw" else 0.0
+        for name in ("lr", "weight_decay", "label_smoothing", "warmup_epochs"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"finetune: {name} must be a number >= 0, got {value!r}.")
+        if self.lr == 0:
+            raise ValueError("finetune: lr must be > 0, got 0.")
+        if isinstance(self.early_stopping, str):
+            self.early_stopping = EarlyStopping(metric=self.early_stopping)
+        elif isinstance(self.early_stopping, dict):
+            self.early_stopping = EarlyStopping(**self.early_stopping)
+        if self.dist_backend is not None and not isinstance(self.dist_backend, str):
+            raise TypeError(f"finetune: dist_backend must be None or a backend name such as "
+                            f"'gloo' or 'nccl', got {self.dist_backend!r}.")
+        if self.resume and self.checkpoint_dir is None:
+            raise ValueError("finetune: resume=True needs checkpoint_dir, where the checkpoints "
+                             "of the earlier run are.")
+
+
+def _check_int(name: str, value: object, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"finetune: {name} must be an int >= {low}, got {value!r}.")
+    if value < low:
+        raise ValueError(f"finetune: {name} must be an int >= {low}, got {value}.")
+
+
+def _one_of(name: str, value: object, allowed: Sequence[object]) -> None:
+    if value not in allowed:
+        raise ValueError(f"finetune: {name} must be one of {list(allowed)}, got {value!r}.")
