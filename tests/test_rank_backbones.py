@@ -243,13 +243,6 @@ def test_metrics_are_the_four_scores() -> None:
 
 
 # -- the command line -------------------------------------------------------------------------
-def _cli_has_rank() -> bool:
-    from transferkit import cli
-
-    return "rank" in getattr(cli, "_COMMANDS", {})
-
-
-@pytest.mark.skipif(not _cli_has_rank(), reason="transferkit.cli has no 'rank' command yet")
 def test_cli_rank_prints_the_table_and_writes_json(tmp_path, capsys) -> None:
     from transferkit.cli import main
 
@@ -267,7 +260,6 @@ def test_cli_rank_prints_the_table_and_writes_json(tmp_path, capsys) -> None:
     assert all(math.isfinite(s) for s in scores) and scores == sorted(scores, reverse=True)
 
 
-@pytest.mark.skipif(not _cli_has_rank(), reason="transferkit.cli has no 'rank' command yet")
 def test_cli_rank_errors_in_one_line(capsys) -> None:
     from transferkit.cli import main
 
