@@ -1,0 +1,225 @@
+"""The perceptual loss: distances between feature maps of a frozen pretrained backbone.
+
+Johnson et al. (2016) train image generators on distances between VGG16 features of the output
+and of the target instead of (or beside) pixel distances; Zhang et al. (2018, LPIPS) showed
+that unit-normalising each feature vector over its channels first makes the distance track
+human judgement across networks. :class:`PerceptualLoss` computes that distance on any
+registered backbone (``"efficientnet_lite0"`` by default: its ImageNet weights ship in a pip
+package, so it works offline):
+
+    d(x, y) = mean over stages s of  mean over (h, w) of  sum over c of
+              (phi_s(x) / |phi_s(x)|_c - phi_s(y) / |phi_s(y)|_c)^2
+
+where ``phi_s`` is the map of stage ``s`` (``Backbone.forward_stages``) computed on the image
+normalised with the backbone's own ``data_config`` (mean, std). Each term lies in ``[0, 4]``;
+identical images give exactly 0.
+
+The loss network is a transfer of pretrained features that is never trained: its parameters do
+not require gradients (the optimiser never sees them, it is not part of the model, so ``save``
+and checkpoints do not hold it) and it stays in eval mode (BatchNorm running statistics are
+never updated), whatever ``train()`` is called with. Gradients flow through it to the image.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ..backbones import Backbone
+from ..data.preprocess import fix_channels
+from ..errors import DataError, StageError, WeightsError
+
+__all__ = ["PerceptualLoss", "check_perceptual_backbone", "DEFAULT_PERCEPTUAL_BACKBONE"]
+
+DEFAULT_PERCEPTUAL_BACKBONE = "efficientnet_lite0"
+
+
+def check_perceptual_backbone(backbone: object) -> None:
+    """Fail fast, without building anything, on a perceptual backbone that cannot work.
+
+    Raises:
+        UnknownNameError: not a registered name (the message names the close matches).
+        TypeError: neither a name nor a :class:`Backbone`.
+    """
+    if isinstance(backbone, Backbone):
+        return
+    if not isinstance(backbone, str):
+        raise TypeError(
+            f"perceptual_backbone must be a registered backbone name (such as "
+            f"{DEFAULT_PERCEPTUAL_BACKBONE!r}) or a Backbone, got {type(backbone).__name__}."
+        )
+    from ..backbones import get_backbone_spec
+    from ..errors import UnknownNameError
+
+    try:
+        get_backbone_spec(backbone)
+    except UnknownNameError as exc:  # the registry's message names the close matches
+        raise UnknownNameError(f"perceptual_backbone: {exc}") from None
+
+
+def _load_pretrained(name: str, weights: str | None) -> Backbone:
+    from ..load_backbone import load_backbone  # model surgery sits below the engine
+
+    if weights is None:
+        return load_backbone(name, weights=None)
+    try:
+        return load_backbone(name, weights=weights)
+    except WeightsError as exc:
+        raise WeightsError(
+            f"The perceptual loss needs pretrained weights for {name!r}, which could not be "
+            f"loaded: {exc} Choose a backbone whose weights are here, such as "
+            f"{DEFAULT_PERCEPTUAL_BACKBONE!r} (offline, from a pip package)."
+        ) from None
+
+
+class PerceptualLoss(nn.Module):
+    """Mean LPIPS-style feature distance between ``output`` and ``target`` images.
+
+    Args:
+        backbone: a registered backbone name, or a :class:`Backbone` (copied, so that the
+            caller's stays as it is and trainable).
+        stages: the stages to compare, names or indices into ``backbone.stage_names``;
+            ``None``: every stage up to reduction 8 (the early, texture-level features that
+            perceptual losses use; relu1_2 .. relu3_3 of VGG16 in Johnson et al.).
+        weights: weights to load when ``backbone`` is a name (``"DEFAULT"``: its pretrained
+            ones; ``None`` random, for tests only: a random network is no perceptual measure).
+
+    Inputs are images in pixel space ``[0, 1]``, ``(N, C, H, W)``, ``C`` the backbone's
+    channels or 1 (repeated); they are normalised with the backbone's own mean and std.
+
+    Example:
+        >>> import torch
+        >>> loss = PerceptualLoss("efficientnet_lite0")
+        >>> x = torch.rand(2, 3, 32, 32)
+        >>> float(loss(x, x))
+        0.0
+    """
+
+    def __init__(self, backbone: str | Backbone = DEFAULT_PERCEPTUAL_BACKBONE, *,
+                 stages: Sequence[str | int] | None = None,
+                 weights: str | None = "DEFAULT") -> None:
+        super().__init__()
+        check_perceptual_backbone(backbone)
+        if stages is not None and (isinstance(stages, (str, int)) or not all(
+                isinstance(s, (str, int)) and not isinstance(s, bool) for s in stages)):
+            raise TypeError(f"perceptual_stages must be a sequence of stage names or indices, "
+                            f"got {stages!r}.")
+        net = (copy.deepcopy(backbone) if isinstance(backbone, Backbone)
+               else _load_pretrained(backbone, weights))
+        net.requires_grad_(False)
+        net.eval()
+        self.net = net
+        names = net.stage_names
+        if stages is None:
+            self.stage_indices = _default_stages(net)
+        else:
+            if not stages:
+                raise StageError("perceptual_stages is empty; name at least one stage of "
+                                 f"{net.name!r}: {names}.")
+            self.stage_indices = sorted({net.stage_index(s) for s in stages})
+        self.stages = [names[i] for i in self.stage_indices]
+        mean = torch.tensor(net.data_config.mean, dtype=torch.float32)[:, None, None]
+        std = torch.tensor(net.data_config.std, dtype=torch.float32)[:, None, None]
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("std", std, persistent=False)
+
+    def train(self, mode: bool = True) -> "PerceptualLoss":
+        """The loss network stays in eval mode: its BatchNorm statistics never change."""
+        super().train(mode)
+        self.net.eval()
+        return self
+
+    def features(self, images: Tensor) -> list[Tensor]:
+        """The maps of :attr:`stages` for ``images`` in ``[0, 1]`` (normalised here)."""
+        x = fix_channels(images, self.net.data_config.in_chans)
+        x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        maps = stage_maps(self.net, x, self.stage_indices[-1] + 1)
+        return [maps[i] for i in self.stage_indices]
+
+    def distance(self, output: Tensor, target: Tensor) -> Tensor:
+        """Per-image distances ``(N,)``; gradients reach ``output``, never ``target``."""
+        if output.shape != target.shape:
+            raise DataError(
+                f"PerceptualLoss: output {tuple(output.shape)} and target "
+                f"{tuple(target.shape)} must have the same shape (N, C, H, W)."
+            )
+        with torch.no_grad():
+            ref = self.features(target)
+        out = self.features(output)
+        total = output.new_zeros(output.shape[0])
+        for a, b in zip(out, ref):
+            a, b = F.normalize(a, dim=1, eps=1e-8), F.normalize(b, dim=1, eps=1e-8)
+            total = total + (a - b).pow(2).sum(1).mean(dim=(1, 2))  # (N,)
+        return total / len(out)
+
+    def forward(self, output: Tensor, target: Tensor) -> Tensor:
+        """The mean distance over the batch (a scalar)."""
+        return self.distance(output, target).mean()
+
+    def __repr__(self) -> str:  # the loss network's full module tree says nothing useful here
+        return f"PerceptualLoss(backbone={self.net.name!r}, stages={self.stages})"
+
+
+def _default_stages(net: Backbone) -> list[int]:
+    """Every stage whose output is at most 8x smaller than the input (at least one)."""
+    reductions = stage_reductions(net)
+    picked = [i for i, r in enumerate(reductions) if r <= 8]
+    return picked or [0]
+
+
+def stage_reductions(net: Backbone) -> list[int]:
+    """Each stage's downsampling factor, from its ``feature_info`` or a dummy forward."""
+    info = getattr(net, "feature_info", None)
+    if info:
+        return [int(i["reduction"]) for i in info]
+    size = 64
+    with torch.no_grad():
+        maps = stage_maps(net, torch.zeros(1, net.data_config.in_chans, size, size), None)
+    return [max(1, round(size / m.shape[-1])) if m.ndim == 4 else size for m in maps]
+
+
+class _Stop(Exception):
+    pass
+
+
+def stage_maps(net: Backbone, x: Tensor, upto: int | None) -> list[Tensor]:
+    """One map per stage, shallow to deep (``upto``: only the first ``upto`` are needed)."""
+    forward_stages = getattr(net, "forward_stages", None)
+    if callable(forward_stages):
+        return list(forward_stages(x))
+    # Until every backbone has forward_stages: the output of each stage's last module,
+    # stopping the forward once the deepest stage asked for has run.
+    names = net.stage_names
+    upto = len(names) if upto is None else upto
+    maps: list[Tensor] = []
+    handles = []
+
+    def tap(_module: nn.Module, _inp: object, out: Tensor) -> None:
+        maps.append(out)
+        if len(maps) == upto:
+            raise _Stop
+
+    for name in names[:upto]:
+        handles.append(_last_module(net, name).register_forward_hook(tap))
+    try:
+        net.forward_features(x)
+    except _Stop:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    return maps
+
+
+def _last_module(net: Backbone, stage: str) -> nn.Module:
+    from ..backbones._base import resolve_path
+
+    obj = resolve_path(net, net._stages[stage][-1])
+    if not isinstance(obj, nn.Module):
+        raise StageError(f"Stage {stage!r} of {net.name!r} ends in a parameter, not a module; "
+                         "its map cannot be taken for the perceptual loss.")
+    return obj
