@@ -37,6 +37,13 @@ __all__ = [
     "ANIMAL_MNIST_CLASSES",
     "FASHION_MNIST_CLASSES",
     "DEBIAN_FASHION_MNIST_DIR",
+    # dense tasks (segmentation, image-to-image): loaders in nuclei.py, scenes.py, photos.py
+    "TensorSegmentationDataset",
+    "SegmentationSplit",
+    "TensorPairDataset",
+    "PairSplit",
+    "nuclei",
+    "NUCLEI_CLASSES",
 ]
 
 ANIMAL_MNIST_CLASSES = (
@@ -402,3 +409,10 @@ def digits(
     train, test = _stratified_split(images, bunch.target.astype(np.int64), 0.25, split_seed)
     classes = tuple(str(c) for c in range(10))
     return _make_split(fn, train, test, 16.0, classes, n_per_class, n_per_class_test, seed)
+
+
+# --- dense-task loaders (their own modules; imported last, they import nothing from here) ----
+
+from .containers import (  # noqa: E402
+    PairSplit, SegmentationSplit, TensorPairDataset, TensorSegmentationDataset)
+from .nuclei import NUCLEI_CLASSES, nuclei  # noqa: E402
