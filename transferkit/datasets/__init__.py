@@ -44,6 +44,8 @@ __all__ = [
     "PairSplit",
     "nuclei",
     "NUCLEI_CLASSES",
+    "animal_scenes",
+    "ANIMAL_SCENES_CLASSES",
 ]
 
 ANIMAL_MNIST_CLASSES = (
@@ -416,3 +418,4 @@ def digits(
 from .containers import (  # noqa: E402
     PairSplit, SegmentationSplit, TensorPairDataset, TensorSegmentationDataset)
 from .nuclei import NUCLEI_CLASSES, nuclei  # noqa: E402
+from .scenes import ANIMAL_SCENES_CLASSES, animal_scenes  # noqa: E402

