@@ -1,29 +1,81 @@
-"""Preprocessing built from a backbone's ``data_config``: batches on the device and PIL samples.
+"""The one description of the preprocessing built from a backbone's ``data_config``.
 
-:class:`BatchPrep` preprocesses tensor batches (resize, centre crop or random resized crop +
-flip, grey to RGB, normalisation) on their device; :func:`sample_transform` gives the
-torchvision v2 transforms for PIL images (image folders).
+Every path preprocesses through the torchvision v2 transforms made here, with the same
+parameters: tensor batches on their device (:class:`BatchPrep`), PIL images in DataLoader
+workers and image folders (:func:`sample_transform`), ``predict``, ``evaluate`` and
+``rank_backbones``.
+
+- Evaluation: resize the shorter side to ``resize_size``, centre crop ``crop_size``
+  (``v2.Resize`` + ``v2.CenterCrop``), with the weights' ``interpolation`` and antialiasing.
+- Training with augmentation: ``v2.RandomResizedCrop(crop_size)`` with torchvision's default
+  area ``scale`` :data:`RRC_SCALE` and aspect ``ratio`` :data:`RRC_RATIO`, then a horizontal
+  flip with probability 0.5.
+- Then pixels as float in [0, 1] are normalised with ``mean`` and ``std``; a single grey
+  channel is repeated to the backbone's channels.
+
+The geometry runs on float pixels in both paths (PIL images are turned into tensors first),
+so a tensor, a PIL image and a file of the same image give the same model input.
 """
 
 from __future__ import annotations
 
 import math
-import random
+from typing import Any
 
 import torch
 from torch import Tensor
 from torch.nn import functional as F
+from torchvision.transforms import InterpolationMode, v2
+from torchvision.transforms.v2 import functional as TF
 
 from ..backbones import DataConfig
 from ..errors import DataError
 
-__all__ = ["BatchPrep", "fix_channels", "sample_transform", "to_float_pixels"]
+__all__ = ["RRC_RATIO", "RRC_SCALE", "BatchPrep", "fix_channels", "geometry", "random_boxes",
+           "sample_transform", "to_float_pixels"]
 
-_INTERP = {"bilinear": "bilinear", "bicubic": "bicubic", "nearest": "nearest"}
+#: Area range of the training random resized crop: torchvision's ``RandomResizedCrop`` default.
+RRC_SCALE: tuple[float, float] = (0.08, 1.0)
+#: Aspect-ratio range of the training random resized crop: torchvision's default.
+RRC_RATIO: tuple[float, float] = (3 / 4, 4 / 3)
+
+
+def geometry(config: DataConfig, *, train: bool, augment: bool = True) -> v2.Compose:
+    """The geometric transforms for ``config``: the one place that says what they are.
+
+    Args:
+        config: the backbone's data config (crop and resize size, interpolation).
+        train: with ``augment``, random resized crop + horizontal flip; otherwise resize the
+            shorter side to ``resize_size`` and centre crop ``crop_size``.
+        augment: whether to augment in training.
+
+    Returns:
+        A ``v2.Compose`` that takes one image ``(C, H, W)`` (or, for evaluation, a batch
+        ``(N, C, H, W)``).
+
+    Example:
+        >>> import torch, transferkit as tk
+        >>> from transferkit.data.preprocess import geometry
+        >>> cfg = tk.DataConfig(input_size=(3, 32, 32), resize_size=36)
+        >>> tuple(geometry(cfg, train=False)(torch.rand(3, 40, 50)).shape)
+        (3, 32, 32)
+    """
+    interp = InterpolationMode(config.interpolation)
+    if train and augment:
+        return v2.Compose([
+            v2.RandomResizedCrop(config.crop_size, scale=RRC_SCALE, ratio=RRC_RATIO,
+                                 interpolation=interp, antialias=True),
+            v2.RandomHorizontalFlip(),
+        ])
+    return v2.Compose([v2.Resize(config.resize_size, interpolation=interp, antialias=True),
+                       v2.CenterCrop(config.crop_size)])
 
 
 class BatchPrep:
     """Preprocess a batch ``(N, C, h, w)`` on its device for a backbone's ``data_config``.
+
+    The same transforms as :func:`sample_transform` (see the module docstring): evaluation
+    geometry runs on the whole batch, training augmentation on each image with its own draw.
 
     Args:
         config: the backbone's data config (crop and resize size, mean, std, channels).
@@ -31,108 +83,140 @@ class BatchPrep:
             centre crop as in evaluation.
         augment: whether to augment in training.
         normalize: subtract mean and divide by std (turn off when the data is already normalised).
-        scale: area range of the random resized crop.
+
+    Example:
+        >>> import torch, transferkit as tk
+        >>> cfg = tk.DataConfig(input_size=(3, 32, 32), resize_size=36)
+        >>> x = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
+        >>> tuple(BatchPrep(cfg, train=False)(x).shape)
+        (4, 3, 32, 32)
     """
 
     def __init__(self, config: DataConfig, *, train: bool, augment: bool = True,
-                 normalize: bool = True, scale: tuple[float, float] = (0.35, 1.0)) -> None:
+                 normalize: bool = True) -> None:
         self.config = config
         self.train = train
         self.augment = augment
         self.normalize = normalize
-        self.scale = scale
-        self.mode = _INTERP.get(config.interpolation, "bilinear")
-        self._stats: dict[tuple[torch.device, torch.dtype], tuple[Tensor, Tensor]] = {}
-
-    def _mean_std(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``mean`` and ``std`` as ``(C, 1, 1)`` tensors on ``x``'s device, made once per batch
-        device and dtype."""
-        key = (x.device, x.dtype)
-        if key not in self._stats:
-            mean = torch.tensor(self.config.mean, device=x.device, dtype=x.dtype)
-            std = torch.tensor(self.config.std, device=x.device, dtype=x.dtype)
-            self._stats[key] = (mean[:, None, None], std[:, None, None])
-        return self._stats[key]
+        self.random = train and augment
+        self.geometry = geometry(config, train=train, augment=augment)
 
     def __call__(self, x: Tensor) -> Tensor:
+        _check_channels(x, self.config.in_chans)
         x = to_float_pixels(x)
-        x = fix_channels(x, self.config.in_chans)
-        if self.train and self.augment:
+        # Geometry before the grey channel is repeated: the same values, a third of the work.
+        if self.random:
             x = self._random_resized_crop_flip(x)
-        else:
-            x = self._resize_center_crop(x)
+        elif x.shape[-2:] != (self.config.crop_size,) * 2 or \
+                self.config.resize_size != self.config.crop_size:
+            x = self.geometry(x)
+        x = fix_channels(x, self.config.in_chans)
         if self.normalize:
-            mean, std = self._mean_std(x)
-            x = torch.sub(x, mean).div_(std)  # one new tensor, not two
+            x = TF.normalize(x, list(self.config.mean), list(self.config.std))  # a new tensor
         return x
 
-    def _resize_center_crop(self, x: Tensor) -> Tensor:
-        crop, resize = self.config.crop_size, self.config.resize_size
-        h, w = x.shape[-2:]
-        if (h, w) == (crop, crop) and resize == crop:
-            return x
-        s = resize / min(h, w)
-        size = (max(crop, round(h * s)), max(crop, round(w * s)))
-        x = F.interpolate(x, size=size, mode=self.mode, align_corners=False, antialias=s < 1)
-        top, left = (size[0] - crop) // 2, (size[1] - crop) // 2
-        return x[..., top:top + crop, left:left + crop]
-
     def _random_resized_crop_flip(self, x: Tensor) -> Tensor:
-        n, crop = x.shape[0], self.config.crop_size
-        area = torch.empty(n).uniform_(*self.scale)
-        log_ratio = torch.empty(n).uniform_(math.log(3 / 4), math.log(4 / 3))
-        ratio = log_ratio.exp()
-        w = (area * ratio).sqrt().clamp(max=1.0)  # fraction of the width kept
-        h = (area / ratio).sqrt().clamp(max=1.0)
-        tx = (torch.rand(n) * 2 - 1) * (1 - w)
-        ty = (torch.rand(n) * 2 - 1) * (1 - h)
-        flip = torch.where(torch.rand(n) < 0.5, -1.0, 1.0)
-        theta = torch.zeros(n, 2, 3)
-        theta[:, 0, 0], theta[:, 0, 2] = w * flip, tx
-        theta[:, 1, 1], theta[:, 1, 2] = h, ty
-        theta = theta.to(device=x.device, dtype=x.dtype)
-        grid = F.affine_grid(theta, [n, x.shape[1], crop, crop], align_corners=False)
-        mode = "bilinear" if self.mode == "bicubic" else self.mode
-        return F.grid_sample(x, grid, mode=mode, padding_mode="reflection", align_corners=False)
+        """``v2.RandomResizedCrop`` + ``v2.RandomHorizontalFlip`` on each image of ``x``.
+
+        The boxes are drawn for the whole batch at once (:func:`random_boxes`, torchvision's
+        algorithm), each crop is resized by torchvision's own kernel: the per-image v2 calls
+        cost more than the resizing on small images.
+        """
+        crop, mode = self.config.crop_size, self.config.interpolation
+        top, left, h, w = random_boxes(x.shape[0], *x.shape[-2:]).tolist()
+        x = torch.cat([_resize(x[i:i + 1, :, t:t + hh, l_:l_ + ww], crop, mode)
+                       for i, (t, l_, hh, ww) in enumerate(zip(top, left, h, w))])  # (N, C, crop, crop)
+        flip = (torch.rand(x.shape[0]) < 0.5).nonzero().flatten().to(x.device)
+        return x.index_copy_(0, flip, x.index_select(0, flip).flip(-1))
+
+
+def _resize(x: Tensor, size: int, mode: str) -> Tensor:
+    """``TF.resize_image(x, [size, size], interpolation=mode, antialias=True)`` for float ``x``
+    (the same ``F.interpolate`` call, without its per-call checks).
+
+    Bilinear antialiasing changes nothing when both sides grow (equal within 1.2e-7, measured)
+    but costs three times as much on small images: it is used only when a side shrinks.
+    Bicubic keeps it always (with antialiasing torch uses PIL's cubic, a=-0.5).
+    """
+    if mode == "nearest":
+        return F.interpolate(x, size=(size, size), mode="nearest")
+    aa = mode == "bicubic" or max(x.shape[-2:]) > size
+    return F.interpolate(x, size=(size, size), mode=mode, align_corners=False, antialias=aa)
+
+
+def random_boxes(n: int, height: int, width: int, *, scale: tuple[float, float] = RRC_SCALE,
+                 ratio: tuple[float, float] = RRC_RATIO, tries: int = 10) -> Tensor:
+    """``n`` random resized crop boxes ``(4, n)``: top, left, height, width.
+
+    torchvision's ``RandomResizedCrop.get_params`` drawn for ``n`` images at once: up to
+    ``tries`` draws of an area fraction in ``scale`` and a log-uniform aspect ratio in
+    ``ratio``, the first box that fits kept, else the central crop clamped to ``ratio``.
+    """
+    area = height * width * torch.empty(n, tries).uniform_(*scale)
+    log_r = torch.empty(n, tries).uniform_(math.log(ratio[0]), math.log(ratio[1]))
+    w = (area * log_r.exp()).sqrt().round()
+    h = (area / log_r.exp()).sqrt().round()
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = fits.float().argmax(1, keepdim=True)  # the first box that fits
+    w, h = w.gather(1, first)[:, 0], h.gather(1, first)[:, 0]
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        fw, fh = width, round(width / min(ratio))
+    elif in_ratio > max(ratio):
+        fw, fh = round(height * max(ratio)), height
+    else:
+        fw, fh = width, height
+    none = ~fits.any(1)
+    w, h = torch.where(none, fw, w).long(), torch.where(none, fh, h).long()
+    top = (torch.rand(n) * (height - h + 1)).long()
+    left = (torch.rand(n) * (width - w + 1)).long()
+    top = torch.where(none, (height - h) // 2, top)
+    left = torch.where(none, (width - w) // 2, left)
+    return torch.stack([top, left, h, w])
 
 
 def to_float_pixels(x: Tensor) -> Tensor:
     """``uint8`` pixels to float in [0, 1]; floats pass through."""
     if x.dtype == torch.uint8:
-        return x.float().div_(255)
+        return TF.to_dtype(x, torch.float32, scale=True)  # as v2.ToDtype does for PIL images
     return x if x.is_floating_point() else x.float()
 
 
-def fix_channels(x: Tensor, in_chans: int) -> Tensor:
-    """Repeat a single grey channel to ``in_chans``; other mismatches raise a clear error."""
-    if x.ndim == 3:
+def _check_channels(x: Tensor, in_chans: int) -> None:
+    """A batch ``(N, C, H, W)`` with ``in_chans`` channels or a single grey one, else a clear error."""
+    if x.ndim != 4:
         raise DataError(
             f"Expected a batch of images (N, C, H, W), got shape {tuple(x.shape)}. Add the "
             "channel axis: X[:, None] for grey images (N, H, W)."
         )
     c = x.shape[1]
-    if c == in_chans:
-        return x
-    if c == 1:
-        return x.expand(-1, in_chans, -1, -1)
-    raise DataError(
-        f"Images have {c} channels but the backbone takes {in_chans} (or 1, repeated). Convert "
-        f"the images to {in_chans} channels (RGB) first."
-    )
+    if c != in_chans and c != 1:
+        raise DataError(
+            f"Images have {c} channels but the backbone takes {in_chans} (or 1, repeated). Convert "
+            f"the images to {in_chans} channels (RGB) first."
+        )
 
 
-def sample_transform(config: DataConfig, *, train: bool, augment: bool = True):
-    """torchvision v2 transforms for PIL images (image folders), from ``config``."""
-    from torchvision.transforms import InterpolationMode, v2
+def fix_channels(x: Tensor, in_chans: int) -> Tensor:
+    """Repeat a single grey channel to ``in_chans``; other mismatches raise a clear error."""
+    _check_channels(x, in_chans)
+    return x if x.shape[1] == in_chans else x.expand(-1, in_chans, -1, -1)
 
-    interp = InterpolationMode(config.interpolation)
-    head = [v2.RGB()] if config.in_chans == 3 else [v2.Grayscale(config.in_chans)]
-    if train and augment:
-        geo = [v2.RandomResizedCrop(config.crop_size, interpolation=interp, antialias=True),
-               v2.RandomHorizontalFlip()]
-    else:
-        geo = [v2.Resize(config.resize_size, interpolation=interp, antialias=True),
-               v2.CenterCrop(config.crop_size)]
-    tail = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(list(config.mean), list(config.std))]
-    return v2.Compose(head + geo + tail)
+
+def sample_transform(config: DataConfig, *, train: bool, augment: bool = True) -> v2.Compose:
+    """torchvision v2 transforms for one PIL image (image folders, PIL datasets, ``predict``).
+
+    The image becomes float pixels in [0, 1] with the backbone's channels, then gets the same
+    :func:`geometry` and normalisation as tensor batches get from :class:`BatchPrep`.
+
+    Example:
+        >>> import transferkit as tk
+        >>> from PIL import Image
+        >>> cfg = tk.DataConfig(input_size=(3, 32, 32), resize_size=36)
+        >>> tuple(sample_transform(cfg, train=False)(Image.new("L", (40, 50))).shape)
+        (3, 32, 32)
+    """
+    head: list[Any] = [v2.RGB()] if config.in_chans == 3 else [v2.Grayscale(config.in_chans)]
+    return v2.Compose(head + [v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
+                              *geometry(config, train=train, augment=augment).transforms,
+                              v2.Normalize(list(config.mean), list(config.std))])
