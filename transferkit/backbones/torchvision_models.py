@@ -19,6 +19,7 @@ from torchvision import models as tvm
 from ..errors import WeightsError
 from ..weights import fetch_url_state_dict, hub_cache_path
 from ._api import BACKBONES
+from .packaged_weights import packaged_default
 from ._base import Backbone, BackboneSpec, DataConfig, WeightsInfo
 
 __all__ = ["TorchvisionBackbone", "torchvision_weights", "backbone_from_torchvision"]
@@ -35,6 +36,11 @@ class _Family:
     stages: Callable[[nn.Module], Stages]  # paths relative to the torchvision model
     feature_format: str = "map"
     extra_drop: tuple[str, ...] = ()  # state-dict prefixes to drop besides the classifier
+    # Stage maps for dense heads: modules whose outputs are candidate maps (default: the last
+    # module of each freezing stage); their layout; or a function that gives the one map.
+    taps: Callable[[nn.Module], list[str]] | None = None
+    tap_format: str = "NCHW"
+    stage_map: Callable[[nn.Module, Tensor], Tensor] | None = None
 
 
 def _seq(*names: str) -> Callable[[nn.Module, Tensor], Tensor]:
@@ -127,11 +133,22 @@ def _swin(m: nn.Module, x: Tensor) -> Tensor:
     return m.norm(m.features(x)).permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
 
 
-def _vit(m: nn.Module, x: Tensor) -> Tensor:
+def _vit_tokens(m: nn.Module, x: Tensor) -> Tensor:
     x = m._process_input(x)  # (N, L, C) patch tokens
     cls = m.class_token.expand(x.shape[0], -1, -1)
-    x = m.encoder(torch.cat([cls, x], dim=1))
-    return x[:, 0]  # (N, C): torchvision's ViT pools by taking the class token
+    return m.encoder(torch.cat([cls, x], dim=1))  # (N, 1 + L, C)
+
+
+def _vit(m: nn.Module, x: Tensor) -> Tensor:
+    return _vit_tokens(m, x)[:, 0]  # (N, C): torchvision's ViT pools by taking the class token
+
+
+def _vit_grid(m: nn.Module, x: Tensor) -> Tensor:
+    """The patch tokens of the last block as a map (N, C, H / patch, W / patch)."""
+    n, _, h, w = x.shape
+    tokens = _vit_tokens(m, x)[:, 1:]  # (N, L, C), the class token dropped
+    return tokens.transpose(1, 2).reshape(n, tokens.shape[-1], h // m.patch_size,
+                                          w // m.patch_size)
 
 
 def _maxvit(m: nn.Module, x: Tensor) -> Tensor:
@@ -187,6 +204,7 @@ _FAMILIES: dict[type, _Family] = {
     tvm.ResNet: _Family(
         ("fc",), _seq(*_RESNET_BODY),
         _named({"stem": ("conv1", "bn1"), **{f"layer{i}": (f"layer{i}",) for i in range(1, 5)}}),
+        taps=lambda m: ["relu", "layer1", "layer2", "layer3", "layer4"],  # stem after its ReLU
     ),
     tvm.DenseNet: _Family(
         ("classifier",), _densenet,
@@ -214,13 +232,15 @@ _FAMILIES: dict[type, _Family] = {
     tvm.ConvNeXt: _Family(
         ("classifier.2",), _convnext, _each_child("features", tail=("classifier.0",)),
     ),
-    tvm.SwinTransformer: _Family(("head",), _swin, _each_child("features", tail=("norm",))),
+    tvm.SwinTransformer: _Family(("head",), _swin, _each_child("features", tail=("norm",)),
+                                 tap_format="NHWC"),
     tvm.MaxVit: _Family(
         ("classifier",), _maxvit,
         lambda m: {"stem": ("stem",),
                    **{f"block{i + 1}": (f"blocks.{i}",) for i in range(len(m.blocks))}},
     ),
-    tvm.VisionTransformer: _Family(("heads",), _vit, _vit_stages, feature_format="vector"),
+    tvm.VisionTransformer: _Family(("heads",), _vit, _vit_stages, feature_format="vector",
+                                   stage_map=_vit_grid),
     tvm.GoogLeNet: _Family(
         ("fc",), _googlenet,
         _named({"stem": ("conv1", "conv2", "conv3"),
@@ -312,6 +332,24 @@ class TorchvisionBackbone(Backbone):
     def forward_features(self, x: Tensor) -> Tensor:
         return self._family.features(self.model, x)
 
+    # -- where the stage maps are (see _features.py) --------------------------------------
+    def _candidate_paths(self) -> list[str]:
+        if self._family.stage_map is not None:
+            return []
+        if self._family.taps is not None:
+            return [f"model.{p}" for p in self._family.taps(self.model)]
+        return super()._candidate_paths()
+
+    def _tap_to_map(self, t: Tensor) -> Tensor:
+        if self._family.tap_format == "NHWC" and t.ndim == 4:
+            return t.permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
+        return t
+
+    def _stage_candidates(self, x: Tensor, keep: set[int] | None) -> dict[int, tuple[str, Tensor]]:
+        if self._family.stage_map is not None:
+            return {0: ("", self._family.stage_map(self.model, x))}
+        return super()._stage_candidates(x, keep)
+
 
 # -- weights ----------------------------------------------------------------------------------
 def torchvision_weights(name: str, tag: str) -> torchvision.models.WeightsEnum:
@@ -353,7 +391,9 @@ def _build_kwargs(name: str, w: Any, kwargs: dict) -> dict:
 
 def _make_builder(name: str) -> Callable[..., Backbone]:
     def build(*, weights: str | None = None, **kwargs: Any) -> Backbone:
-        w = torchvision_weights(name, weights) if weights is not None else None
+        packaged = packaged_default(name, weights)  # offline DEFAULT from a pip package
+        tag = packaged.tag if packaged is not None else weights
+        w = torchvision_weights(name, tag) if tag is not None else None
         ref = w or tvm.get_model_weights(name).DEFAULT
         build_kwargs = _build_kwargs(name, w, kwargs)
         model = tvm.get_model(name, weights=None, **build_kwargs)
@@ -369,7 +409,9 @@ def _make_builder(name: str) -> Callable[..., Backbone]:
             source_categories=ref.meta.get("categories"),
         )
         backbone.build_kwargs = build_kwargs
-        if w is not None:
+        if packaged is not None:
+            backbone.load_weights(packaged.state_dict(backbone.model.state_dict()))
+        elif w is not None:
             backbone.load_weights(fetch_url_state_dict(w.url, str(w)))
         return backbone
 
@@ -403,15 +445,19 @@ def backbone_from_torchvision(model: nn.Module) -> TorchvisionBackbone:
 
 def _weights_info(name: str) -> Callable[[], WeightsInfo]:
     def info() -> WeightsInfo:
-        w = tvm.get_model_weights(name).DEFAULT
+        packaged = packaged_default(name, "DEFAULT")
+        w = (torchvision_weights(name, packaged.tag) if packaged is not None
+             else tvm.get_model_weights(name).DEFAULT)
         meta = w.meta
         metrics = meta.get("_metrics", {}).get("ImageNet-1K", {})
         return WeightsInfo(
             tag=str(w).split(".")[-1], num_params=meta.get("num_params"),
             imagenet_top1=metrics.get("acc@1"), imagenet_top5=metrics.get("acc@5"),
-            gmacs=meta.get("_ops"), file_mb=meta.get("_file_size"),
-            available=hub_cache_path(w.url).is_file(),
-            where=w.url)
+            gmacs=meta.get("_ops"),
+            file_mb=(packaged.path().stat().st_size / 1e6 if packaged is not None
+                     else meta.get("_file_size")),
+            available=packaged is not None or hub_cache_path(w.url).is_file(),
+            where=(f"{packaged.path()} ({packaged.note})" if packaged is not None else w.url))
 
     return info
 
