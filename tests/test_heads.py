@@ -29,7 +29,8 @@ def test_every_head_gives_logits(head, which, request):
     model = tk.replace_head(backbone, 7, head=head, **OPTIONS.get(head, {}))
     x = torch.randn(3, 3, 64, 64)
     logits = model(x)
-    assert logits.shape == (3, 7)
+    dense = tk.heads.get_head_spec(head).dense  # per-pixel logits at the input's size
+    assert logits.shape == ((3, 7, 64, 64) if dense else (3, 7))
     assert torch.isfinite(logits).all()
     logits.sum().backward()
     assert all(p.grad is not None for p in model.head.parameters() if p.requires_grad)

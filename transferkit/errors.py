@@ -16,11 +16,16 @@ __all__ = [
     "UnsafeCheckpointError",
     "MissingWeightsFileError",
     "StageError",
+    "NoSpatialFeaturesError",
     "DataError",
     "TrainingError",
     "WeightsPackageNotFoundError",
     "MissingDependencyError",
     "ModelFormatError",
+    "ResumeError",
+    "FolderLockedError",
+    "ExportError",
+    "ExportMismatchError",
 ]
 
 
@@ -33,6 +38,10 @@ class UnknownNameError(TransferkitError, ValueError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message; show it as written
         return str(self.args[0]) if self.args else ""
+
+
+class NoSpatialFeaturesError(TransferkitError, ValueError):
+    """A dense head asked for on a backbone that gives no spatial feature map."""
 
 
 class DuplicateNameError(TransferkitError, ValueError):
@@ -84,3 +93,19 @@ class MissingDependencyError(TransferkitError, ModuleNotFoundError):
 
 class ModelFormatError(TransferkitError, ValueError):
     """A file that is not a model saved by ``transferkit.save`` (or is damaged)."""
+
+
+class ResumeError(TransferkitError, ValueError):
+    """``resume=True`` with options, data or an architecture that the checkpoint does not hold."""
+
+
+class FolderLockedError(TransferkitError, RuntimeError):
+    """Another process is training into the same ``checkpoint_dir``."""
+
+
+class ExportError(TransferkitError, RuntimeError):
+    """A model that could not be exported (names the operator or the layer that failed)."""
+
+
+class ExportMismatchError(ExportError):
+    """An exported model whose outputs differ from PyTorch's beyond the stated tolerance."""

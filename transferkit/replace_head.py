@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 
 from .backbones import Backbone
 from .backbones.torchvision_models import backbone_from_torchvision
-from .heads import build_head
-from .transfer_model import TransferModel
+from .errors import NoSpatialFeaturesError
+from .heads import HeadSpec, build_head, get_head_spec, list_heads
+from .transfer_model import CLASSIFICATION_TASKS, DENSE_TASKS, TransferModel
 
 __all__ = ["replace_head"]
 
@@ -39,12 +41,54 @@ def _as_backbone(model: object) -> Backbone:
     )
 
 
+def _check_task(task: object, spec: HeadSpec) -> str | None:
+    """The model's task for ``spec``'s head: dense heads serve the dense tasks only."""
+    if spec.dense:
+        if task is None:
+            return "segmentation"
+        if task not in DENSE_TASKS:
+            raise ValueError(
+                f"replace_head: the head {spec.name!r} is dense (per-pixel output), so task must "
+                f"be one of {list(DENSE_TASKS)}, got {task!r}."
+            )
+        return str(task)
+    if task in DENSE_TASKS:
+        dense = [n for n in list_heads() if get_head_spec(n).dense]
+        raise ValueError(
+            f"replace_head: task {task!r} needs a dense head (one of {dense}), but "
+            f"{spec.name!r} is a classification head. Pass head='unet', for example."
+        )
+    if task is not None and task not in CLASSIFICATION_TASKS:
+        raise ValueError(
+            f"replace_head: task must be None or one of {list(CLASSIFICATION_TASKS + DENSE_TASKS)}, "
+            f"got {task!r}."
+        )
+    return task  # type: ignore[return-value]
+
+
+def _head_input(backbone: Backbone, spec: HeadSpec) -> Any:
+    """What the head's builder gets: the pooled size, or a dense head's ``feature_info``."""
+    if not spec.dense:
+        return backbone.num_features
+    info = backbone.feature_info
+    if not info:
+        from .backbones._features import no_maps_message
+
+        raise NoSpatialFeaturesError(
+            f"replace_head: the dense head {spec.name!r} needs spatial feature maps. "
+            + no_maps_message(backbone)
+        )
+    return info
+
+
 def replace_head(
     model: nn.Module,
     num_classes: int,
     head: str = "linear",
     *,
     class_names: list[str] | None = None,
+    seed: int | None = None,
+    task: str | None = None,
     **head_options: Any,
 ) -> TransferModel:
     """Return a :class:`TransferModel`: ``model``'s backbone with a new head of ``num_classes``.
@@ -57,13 +101,33 @@ def replace_head(
         num_classes: outputs of the new head, an int >= 1.
         head: a registered head name (see :func:`transferkit.list_heads`).
         class_names: optional names of the target classes, kept for ``predict`` and ``save``.
+        seed: draw the head's initial weights from ``torch.manual_seed(seed)`` (the global
+            random state is left as it was), so that the same seed gives the same head in any
+            process. ``None`` draws from the global random state. ``finetune(seed=...)``
+            seeds only the training, so a run is reproducible across processes when both get
+            a seed: ``replace_head(..., seed=s)`` then ``finetune(..., seed=s)``.
+        task: ``None`` (classification heads: set later by ``finetune``; dense heads:
+            ``"segmentation"``), ``"segmentation"`` or ``"image2image"`` (dense heads only;
+            for image-to-image ``num_classes`` is the number of output channels), or a
+            classification task (``"multiclass"``, ``"multilabel"``, ``"regression"``).
         **head_options: options of that head (``dropout=0.2``, ``hidden=(256,)``, ...).
+
+    A dense head (``"unet"``, ``"fcn"``, ``"deeplabv3"``, ``"dense_linear"``, or one
+    registered with ``dense=True``) is built from ``backbone.feature_info`` and gives logits
+    ``(N, num_classes, H, W)`` at the input's size; the model's ``task`` is then
+    ``"segmentation"`` (or ``"image2image"`` when asked).
+
+    Raises:
+        NoSpatialFeaturesError: a dense head on a backbone without spatial feature maps.
 
     Example:
         >>> import torch, transferkit as tk
         >>> model = tk.replace_head(tk.load_backbone("resnet18"), num_classes=3)
         >>> model(torch.randn(2, 3, 64, 64)).shape
         torch.Size([2, 3])
+        >>> seg = tk.replace_head(tk.load_backbone("resnet18"), num_classes=3, head="unet")
+        >>> seg.task, seg(torch.randn(2, 3, 65, 47)).shape
+        ('segmentation', torch.Size([2, 3, 65, 47]))
     """
     check_num_classes(num_classes)
     if class_names is not None and len(class_names) != num_classes:
@@ -71,9 +135,21 @@ def replace_head(
             f"replace_head: class_names has {len(class_names)} names but num_classes is "
             f"{num_classes}; give one name per class."
         )
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"replace_head: seed must be None or an int >= 0, got {seed!r}.")
+    if seed is not None and seed < 0:
+        raise ValueError(f"replace_head: seed must be None or an int >= 0, got {seed}.")
+    spec = get_head_spec(head)  # an unknown head raises here, before anything changes
+    task = _check_task(task, spec)
     backbone = _as_backbone(model)
-    new_head = build_head(head, backbone.num_features, num_classes, **head_options)
+    in_features = _head_input(backbone, spec)
+    if seed is None:
+        new_head = build_head(head, in_features, num_classes, **head_options)
+    else:
+        with torch.random.fork_rng(devices=[]):  # the head is built on the CPU
+            torch.manual_seed(seed)
+            new_head = build_head(head, in_features, num_classes, **head_options)
     return TransferModel(
         backbone, new_head, num_classes, head_name=head, head_options=head_options,
-        class_names=class_names,
+        class_names=class_names, dense=spec.dense, task=task,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor, nn
@@ -9,7 +10,12 @@ from torch import Tensor, nn
 from .backbones import Backbone
 from .backbones._base import count_parameters
 
-__all__ = ["TransferModel"]
+__all__ = ["TransferModel", "DENSE_TASKS", "CLASSIFICATION_TASKS"]
+
+#: Tasks whose output is a map at the input's size; their heads are dense (``HeadSpec.dense``).
+DENSE_TASKS = ("segmentation", "image2image")
+#: Tasks of the classification (pooled) heads.
+CLASSIFICATION_TASKS = ("multiclass", "multilabel", "regression")
 
 
 class TransferModel(nn.Module):
@@ -17,11 +23,14 @@ class TransferModel(nn.Module):
 
     Attributes:
         backbone: the :class:`~transferkit.backbones.Backbone` (its original classifier removed).
-        head: the new head; it receives ``backbone.forward_features(x)``.
+        head: the new head; it receives ``backbone.forward_features(x)``, or for a dense
+            head ``head(backbone.forward_stages(x), (H, W))``.
         num_classes: outputs of the head.
         head_name, head_options: how the head was built (used by ``save``).
         class_names: optional names of the target classes.
-        task: the task ``finetune`` trained it for (``None`` before any training).
+        task: the task ``finetune`` trained it for (``None`` before any training); a
+            model with a dense head is built with ``"segmentation"`` or ``"image2image"``.
+        dense: the head is dense: logits ``(N, num_classes, H, W)`` at the input's size.
     """
 
     def __init__(
@@ -33,6 +42,8 @@ class TransferModel(nn.Module):
         head_name: str = "custom",
         head_options: dict[str, Any] | None = None,
         class_names: list[str] | None = None,
+        dense: bool = False,
+        task: str | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -41,22 +52,40 @@ class TransferModel(nn.Module):
         self.head_name = head_name
         self.head_options = dict(head_options or {})
         self.class_names = list(class_names) if class_names else None
-        self.task: str | None = None  # set by finetune; "multiclass", "multilabel", "regression"
+        self.dense = bool(dense)
+        # "segmentation"/"image2image" for dense heads; else set by finetune ("multiclass", ...)
+        self.task: str | None = task
 
     @property
     def data_config(self):
         return self.backbone.data_config
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        """The backbone's unpooled output (what the head receives)."""
+    def forward_features(self, x: Tensor) -> Tensor | list[Tensor]:
+        """What the head receives: the backbone's unpooled output, or for a dense head the
+        list of stage maps ``backbone.forward_stages(x)``."""
+        if self.dense:
+            return self.backbone.forward_stages(x)
         return self.backbone.forward_features(x)
 
-    def forward_head(self, features: Tensor) -> Tensor:
-        """Logits from features that ``forward_features`` produced (or a cache of them)."""
+    def forward_head(self, features: Tensor | Sequence[Tensor],
+                     size: Sequence[int] | None = None) -> Tensor:
+        """Logits from features that ``forward_features`` produced (or a cache of them).
+
+        A dense head also needs ``size``, the input's ``(H, W)``: its logits are
+        ``(N, num_classes, H, W)``.
+        """
+        if self.dense:
+            if size is None:
+                raise ValueError(
+                    "forward_head: this model's head is dense; pass size=(H, W), the input "
+                    "images' size, which its logits are upsampled to."
+                )
+            return self.head(features, (int(size[0]), int(size[1])))
         return self.head(features)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.backbone.forward_features(x))  # (N, num_classes)
+        # (N, num_classes), or (N, num_classes, H, W) for a dense head
+        return self.forward_head(self.forward_features(x), tuple(x.shape[-2:]))
 
     def parameter_counts(self) -> tuple[int, int]:
         """``(trainable, frozen)`` parameter counts of the whole model."""

@@ -244,6 +244,64 @@ class Backbone(nn.Module):
                 for sub, m in obj.named_modules():
                     yield (f"{path}.{sub}" if sub else path), m
 
+    # -- stage maps for dense heads (see _features.py) -----------------------------------
+    @property
+    def feature_info(self) -> list[dict[str, Any]]:
+        """One entry per map of :meth:`forward_stages`, shallow to deep (timm's convention).
+
+        Each entry: ``num_chs`` (channels), ``reduction`` (input side / map side),
+        ``module`` (path under the backbone whose output the map is) and ``stage`` (the
+        freezing stage it belongs to: freezing through that stage freezes all that computes
+        it). Measured once from a forward pass on the meta device. Empty when the backbone
+        gives no spatial map.
+        """
+        return [dict(e) for e in self._feature_description()[0]]
+
+    def forward_stages(self, x: Tensor) -> list[Tensor]:
+        """One feature map ``(N, num_chs, H / reduction, W / reduction)`` per entry of
+        :attr:`feature_info`, shallow to deep, from one pass of the backbone's own forward.
+
+        Raises:
+            NoSpatialFeaturesError: the backbone gives no spatial map.
+        """
+        from ._features import run_stages
+
+        return run_stages(self, x)
+
+    def _feature_description(self) -> tuple[list[dict[str, Any]], list[int]]:
+        cached = self.__dict__.get("_feature_description_cache")
+        if cached is None:
+            from ._features import describe_stages
+
+            cached = describe_stages(self)
+            self.__dict__["_feature_description_cache"] = cached
+        return cached
+
+    # What a family overrides to say where its maps are; the defaults tap the last module of
+    # each freezing stage, then forward_features' own output.
+    def _candidate_paths(self) -> list[str]:
+        from ._features import default_taps
+
+        return default_taps(self)
+
+    def _tap_to_map(self, t: Tensor) -> Tensor:
+        return t
+
+    def _stage_candidates(self, x: Tensor, keep: set[int] | None) -> dict[int, tuple[str, Tensor]]:
+        from ._features import run_with_taps
+
+        return run_with_taps(self, x, self._candidate_paths(), self.forward_features, keep,
+                             self._tap_to_map)
+
+    def _final_module(self) -> str:
+        from ._features import default_taps
+
+        taps = default_taps(self)
+        return taps[-1] if taps else ""
+
+    def _probe_size(self) -> int:
+        return max(int(self.data_config.crop_size), 32)
+
     # -- frozen BatchNorm stays in eval mode ----------------------------------------------
     def train(self, mode: bool = True) -> "Backbone":
         super().train(mode)

@@ -81,6 +81,51 @@ class TimmBackbone(Backbone):
             return f
         return self.model.forward_head(f, pre_logits=True)  # (N, C)
 
+    # -- stage maps: timm's own feature_info and forward_intermediates (see _features.py) --
+    def _timm_info(self) -> list[dict[str, Any]] | None:
+        info = getattr(self.model, "feature_info", None)
+        if isinstance(info, (list, tuple)) and info and all(
+                isinstance(e, dict) and "module" in e for e in info):
+            return list(info)
+        return None
+
+    def _candidate_paths(self) -> list[str]:
+        info = self._timm_info()
+        if info is None:
+            return super()._candidate_paths()
+        return [f"model.{e['module']}" for e in info]
+
+    def _nchw(self, t: Tensor) -> Tensor:
+        fmt = str(getattr(self.model, "output_fmt", "NCHW"))
+        return t.permute(0, 3, 1, 2) if t.ndim == 4 and fmt.endswith("NHWC") else t
+
+    def _tap_to_map(self, t: Tensor) -> Tensor:
+        return self._nchw(t)
+
+    def _stage_candidates(self, x: Tensor, keep: set[int] | None) -> dict[int, tuple[str, Tensor]]:
+        info = self._timm_info()
+        if info is None or not hasattr(self.model, "forward_intermediates"):
+            from ._features import run_with_taps
+
+            return run_with_taps(self, x, self._candidate_paths(),
+                                 lambda t: self._nchw(self.model.forward_features(t)), keep,
+                                 self._tap_to_map)
+        n = len(info)
+        idx = list(range(n)) if keep is None else sorted(i for i in keep if i < n)
+        # One pass: timm's maps at `idx` (NCHW) and its final features (forward_features').
+        final, maps = self.model.forward_intermediates(
+            x, indices=idx or [n - 1], output_fmt="NCHW", intermediates_only=False)
+        out = {i: (f"model.{info[i]['module']}", t) for i, t in zip(idx, maps)}
+        out[n] = ("", self._nchw(final))
+        return out
+
+    def _probe_size(self) -> int:
+        fixed = getattr(getattr(self.model, "patch_embed", None), "img_size", None)
+        if isinstance(fixed, (tuple, list)) and fixed and getattr(
+                self.model.patch_embed, "strict_img_size", True):
+            return int(fixed[0])
+        return super()._probe_size()
+
 
 def _timm_stages(model: nn.Module) -> dict[str, tuple[str, ...]]:
     """Stages from timm's own coarse parameter groups (its layer-decay grouping).

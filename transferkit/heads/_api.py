@@ -29,21 +29,32 @@ class HeadSpec:
         needs_map: the head uses the spatial map, not only pooled features (feature caches
             then keep the map).
         description: one line for listings.
+        dense: a dense (per-pixel) head: ``builder(feature_info, num_classes, **options)``
+            gets the backbone's :attr:`~transferkit.backbones.Backbone.feature_info` (a list
+            of dicts, shallow to deep) instead of ``in_features``, and the module's
+            ``forward(features, size)`` gets the stage maps (a list, as
+            ``Backbone.forward_stages`` returns them) and the input's ``(H, W)``, and returns
+            logits ``(N, num_classes, H, W)``. It reads only the maps at the indices in its
+            ``in_stages`` attribute (all when it has none).
     """
 
     name: str
     builder: Callable[..., nn.Module]
     needs_map: bool = False
     description: str = ""
+    dense: bool = False
 
 
 HEADS: Registry[HeadSpec] = Registry("head", "list_heads")
 
 
 def register_head(
-    name: str, *, needs_map: bool = False, replace: bool = False
+    name: str, *, needs_map: bool = False, dense: bool = False, replace: bool = False
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register a head builder under ``name`` (a decorator); usable by name at once.
+
+    ``dense=True`` registers a per-pixel head (segmentation, image-to-image): see
+    :class:`HeadSpec` for the builder's and the module's signatures.
 
     Example:
         >>> import torch.nn as nn, transferkit as tk
@@ -57,7 +68,8 @@ def register_head(
 
     def make(fn: Callable[..., nn.Module]) -> HeadSpec:
         doc = (fn.__doc__ or "").strip().split("\n")[0]
-        return HeadSpec(name=name, builder=fn, needs_map=needs_map, description=doc)
+        return HeadSpec(name=name, builder=fn, needs_map=needs_map or dense, description=doc,
+                        dense=dense)
 
     return HEADS.decorator(name, make, replace)
 
