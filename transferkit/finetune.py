@@ -32,11 +32,17 @@ def finetune(model: TransferModel, train_data: Any, val_data: Any = None, **opti
             converges, then ``epochs`` of full fine-tuning at ``backbone_lr_mult`` 0.1, the
             BatchNorm statistics kept as the probe saw them unless ``bn="train"``; ``"full"``, ``"linear_probe"``, ``"gradual"``), ``optimizer`` (``"adamw"``,
             ``"sgd"`` with ``momentum``, or a callable taking parameter groups),
-            ``weight_decay``, ``bn`` (``"eval"``: BatchNorm in frozen parts, and in all of
+            ``weight_decay``, ``layer_decay`` (layer-wise lr decay: the backbone's stages get
+            ``lr * backbone_lr_mult * layer_decay**depth``, depth 1 for the deepest stage), ``bn`` (``"eval"``: BatchNorm in frozen parts, and in all of
             the backbone during lp_ft's second phase, keeps its running statistics;
             ``"train"``: batch statistics), ``schedule`` (``"cosine"``, ``"constant"``, ``"onecycle"``) and
-            ``warmup_epochs``, ``task`` (``"multiclass"``, ``"multilabel"``, ``"regression"``)
-            with ``label_smoothing``, ``class_weights`` (or ``"balanced"``), ``pos_weight``;
+            ``warmup_epochs``, ``task`` (``"multiclass"``, ``"multilabel"``, ``"regression"``,
+            ``"segmentation"``; default: the model's ``task`` when set, e.g. by a dense head,
+            else ``"multiclass"``) with ``loss`` (the values ``LOSSES[task]`` of
+            :mod:`transferkit.training.losses` allow; segmentation: ``"ce"``, ``"dice"``,
+            ``"ce+dice"``), ``ignore_index`` (255: mask pixels neither trained on nor scored),
+            ``label_smoothing``, ``class_weights`` (or ``"balanced"``: inverse class
+            frequencies, of pixels for segmentation), ``pos_weight``;
             ``batch_size``, ``num_workers``, ``grad_accum_steps``, ``clip_grad_norm``,
             ``amp``, ``channels_last``, ``compile``, ``device``; ``seed`` and
             ``deterministic``; ``early_stopping`` (an :class:`EarlyStopping` or a metric name);
@@ -70,6 +76,8 @@ def finetune(model: TransferModel, train_data: Any, val_data: Any = None, **opti
             f"finetune: model must be a TransferModel (from transferkit.replace_head), got "
             f"{type(model).__name__}."
         )
+    if "task" not in options and getattr(model, "task", None) is not None:
+        options["task"] = model.task  # a dense head's task, or what the model was trained for
     try:
         config = FinetuneConfig(**options)
     except TypeError as exc:

@@ -6,6 +6,7 @@ so configuration sits below both.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .losses import TASKS
+from .losses import TASKS, check_loss
 from .optim import SCHEDULES
 from .strategies import STRATEGIES
 
@@ -53,9 +54,12 @@ class FinetuneConfig:
     momentum: float = 0.9
     weight_decay: float | None = None
     backbone_lr_mult: float | None = None
+    layer_decay: float | None = None
     schedule: str = "cosine"
     warmup_epochs: float = 0.0
     task: str = "multiclass"
+    loss: str | None = None
+    ignore_index: int | None = 255
     label_smoothing: float = 0.0
     class_weights: Any = None
     pos_weight: Any = None
@@ -64,7 +68,7 @@ class FinetuneConfig:
     grad_accum_steps: int = 1
     clip_grad_norm: float | None = None
     amp: bool | str = False
-    channels_last: bool | None = None
+    channels_last: bool | str | None = "auto"
     compile: bool = False
     device: str | torch.device | None = None
     seed: int = 0
@@ -79,12 +83,13 @@ class FinetuneConfig:
     callbacks: Sequence[Any] = field(default_factory=tuple)
     progress: bool = True
     cache_features: bool = True
-    cache_views: int = 0
+    cache_views: int | None = None
     cache_dtype: str = "float32"
     cache_memory_budget: int | None = None
     shuffle: bool = True
     sync_batchnorm: bool = False
     dist_backend: str | None = None
+    skip_bad_images: bool = False
 
     def __post_init__(self) -> None:
         _check_int("epochs", self.epochs, 1)
@@ -92,12 +97,19 @@ class FinetuneConfig:
         _check_int("batch_size", self.batch_size, 1)
         _check_int("grad_accum_steps", self.grad_accum_steps, 1)
         _check_int("seed", self.seed, 0)
-        _check_int("cache_views", self.cache_views, 0)
+        if self.cache_views is not None:
+            _check_int("cache_views", self.cache_views, 0)
+        if not isinstance(self.channels_last, bool) and self.channels_last not in (None, "auto"):
+            raise ValueError(f"finetune: channels_last must be True, False or 'auto' (timed on "
+                             f"the first steps), got {self.channels_last!r}.")
         if self.image_size is not None:
             _check_int("image_size", self.image_size, 8)
         _one_of("strategy", self.strategy, STRATEGIES)
         _one_of("schedule", self.schedule, SCHEDULES)
         _one_of("task", self.task, TASKS)
+        check_loss(self.task, self.loss)
+        if self.ignore_index is not None:
+            _check_int("ignore_index", self.ignore_index, 0)
         _one_of("bn", self.bn, ("eval", "train"))
         _one_of("cache_dtype", self.cache_dtype, ("float32", "float16"))
         _one_of("amp", self.amp, (False, True, "bf16", "fp16"))
@@ -111,6 +123,24 @@ class FinetuneConfig:
                 raise ValueError(f"finetune: {name} must be a number >= 0, got {value!r}.")
         if self.lr == 0:
             raise ValueError("finetune: lr must be > 0, got 0.")
+        for name, low in (("clip_grad_norm", "> 0"), ("backbone_lr_mult", ">= 0")):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(
+                    value, (int, float)) or not math.isfinite(value) or value < 0 or (
+                    value == 0 and low == "> 0")):
+                raise ValueError(f"finetune: {name} must be None or a number {low}, got "
+                                 f"{value!r}.")
+        if self.layer_decay is not None and (
+                isinstance(self.layer_decay, bool) or not isinstance(self.layer_decay, (int, float))
+                or not 0 < self.layer_decay <= 1):
+            raise ValueError(f"finetune: layer_decay must be None or a number in (0, 1] (each "
+                             f"stage below the head gets lr * layer_decay**depth; 0.75 is "
+                             f"timm's usual value), got {self.layer_decay!r}.")
+        if isinstance(self.callbacks, (str, bytes)) or not hasattr(self.callbacks, "__iter__"):
+            raise TypeError(f"finetune: callbacks must be a list of callback objects, got "
+                            f"{type(self.callbacks).__name__}. Wrap one callback in a list: "
+                            "callbacks=[cb].")
+        self.callbacks = tuple(self.callbacks)
         if isinstance(self.early_stopping, str):
             self.early_stopping = EarlyStopping(metric=self.early_stopping)
         elif isinstance(self.early_stopping, dict):

@@ -15,24 +15,50 @@ SCHEDULES = ("constant", "cosine", "onecycle")
 
 
 def param_groups(model: nn.Module, lr: float, weight_decay: float, backbone_lr_mult: float,
-                 include_backbone: bool) -> list[dict[str, Any]]:
+                 include_backbone: bool, layer_decay: float | None = None
+                 ) -> list[dict[str, Any]]:
     """Parameter groups: head and backbone, each split into decayed and not-decayed.
 
     Biases and normalisation weights (tensors of one dimension) get no weight decay, as in timm.
     Each group carries its real ``lr``, so any torch scheduler works on them.
+
+    With ``layer_decay`` (layer-wise learning-rate decay, as in BEiT and timm), the backbone is
+    split by its freezing stages: the deepest stage gets ``lr * backbone_lr_mult * layer_decay``,
+    the next ``* layer_decay**2`` and so on down to the stem (depth counted from the head, which
+    keeps ``lr``); backbone parameters outside every stage count as the deepest stage.
+    ``None`` or ``1.0`` gives the two plain groups.
     """
     groups: list[dict[str, Any]] = []
-    parts = [("head", model.head, lr)]
+    parts: list[tuple[str, list[nn.Parameter], float]] = [
+        ("head", list(model.head.parameters()), lr)]
     if include_backbone:
-        parts.append(("backbone", model.backbone, lr * backbone_lr_mult))
-    for name, module, group_lr in parts:
-        decay = [p for p in module.parameters() if p.ndim > 1]
-        no_decay = [p for p in module.parameters() if p.ndim <= 1]
+        parts += _backbone_parts(model.backbone, lr * backbone_lr_mult, layer_decay)
+    for name, params_, group_lr in parts:
+        decay = [p for p in params_ if p.ndim > 1]
+        no_decay = [p for p in params_ if p.ndim <= 1]
         for params, wd, suffix in ((decay, weight_decay, ""), (no_decay, 0.0, "_no_decay")):
             if params:
                 groups.append({"params": params, "lr": group_lr, "weight_decay": wd,
                                "name": name + suffix})
     return groups
+
+
+def _backbone_parts(backbone: nn.Module, lr: float, layer_decay: float | None
+                    ) -> list[tuple[str, list[nn.Parameter], float]]:
+    if layer_decay is None or layer_decay == 1.0:
+        return [("backbone", list(backbone.parameters()), lr)]
+    stages = list(backbone.stage_names)  # shallow to deep
+    owned: set[int] = set()
+    per_stage: list[list[nn.Parameter]] = []
+    for stage in stages:
+        params = [p for _, p in backbone.stage_parameters(stage) if id(p) not in owned]
+        owned.update(id(p) for p in params)
+        per_stage.append(params)
+    rest = [p for p in backbone.parameters() if id(p) not in owned]
+    per_stage[-1] = per_stage[-1] + rest
+    depth = len(stages)
+    return [(f"backbone.{stage}", params, lr * layer_decay ** (depth - i))
+            for i, (stage, params) in enumerate(zip(stages, per_stage))]
 
 
 def make_optimizer(spec: str | Callable, groups: list[dict[str, Any]], lr: float,

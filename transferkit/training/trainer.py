@@ -20,17 +20,25 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from .checkpoint import LAST, atomic_save, load_checkpoint, rng_state, set_rng_state
+from .._utils import autocast, autocast_dtype
 from ..data.sources import BatchPrep, Source, as_source, default_workers, fix_channels, resolve_device
 from ..distributed import DistContext, shard_positions
+from ..data.dense import batch_prep
 from ..errors import DataError, TrainingError
 from ..backbones._base import is_batchnorm
 from .feature_cache import (DEFAULT_MEMORY_BUDGET, FeatureCache, build_cache, cache_skip_reason,
-                            prune_eval_cache, remember_eval_cache)
+                            default_cache_views, prune_eval_cache, remember_eval_cache)
 from .config import FinetuneConfig
+from .resume import check_architecture, check_resume, run_options
+from .._io import folder_lock, remove_stale_tmp
+from .divergence import check_diverged, first_non_finite
+from .losses import check_class_count
 from .history import History
+from .memory_format import TrainFormat
 from .optim import make_optimizer, make_scheduler, param_groups
 from .strategies import Phase, apply_phase, plan_phases
-from .losses import batch_correct, check_label_range, check_targets, make_loss
+from .losses import (batch_correct, check_label_range, check_targets, check_task_fits_head,
+                     dense_target, make_loss)
 from ..transfer_model import TransferModel
 
 __all__ = ["Trainer"]
@@ -43,6 +51,8 @@ class Trainer:
                  config: FinetuneConfig) -> None:
         self.model, self.cfg = model, config
         model.task = config.task  # save/evaluate/predict read it
+        if config.task == "segmentation":
+            model.ignore_index = config.ignore_index  # evaluate scores without those pixels
         self.device = resolve_device(config.device)
         self.dist = DistContext.from_env(self.device, backend=config.dist_backend)
         self.device = self.dist.device  # cuda:LOCAL_RANK under torchrun
@@ -50,10 +60,15 @@ class Trainer:
             bb = model.backbone
             bb.data_config = bb.data_config.with_image_size(config.image_size)
         self.data_config = model.backbone.data_config
+        names, skip = model.class_names, config.skip_bad_images  # folders match by name
+        check_task_fits_head(config.task, model)
+        self.target = target = dense_target(config.task)  # None, or the per-pixel target
         self.train_source = as_source(train_data, self.data_config, train=True,
-                                      augment=config.augment, transform=config.transform)
+                                      augment=config.augment, transform=config.transform,
+                                      class_names=names, skip_bad_images=skip, target=target)
         self.val_source = None if val_data is None else as_source(
-            val_data, self.data_config, train=False, augment=False, transform=config.transform)
+            val_data, self.data_config, train=False, augment=False, transform=config.transform,
+            class_names=names, skip_bad_images=skip, target=target)
         self.phases = plan_phases(config.strategy, config.epochs, config.probe_epochs,
                                   config.backbone_lr_mult)
         self.history = History()
@@ -63,6 +78,7 @@ class Trainer:
             config.task, label_smoothing=config.label_smoothing,
             class_weights=config.class_weights, pos_weight=config.pos_weight,
             targets=self.train_source.targets, num_classes=model.num_classes,
+            loss=config.loss, ignore_index=config.ignore_index,
         ).to(self.device)
         self._early: dict[str, Any] = {"best": None, "epoch": None, "bad": 0, "state": None}
         self.cache: FeatureCache | None = None
@@ -82,21 +98,27 @@ class Trainer:
         for name, src in (("training", self.train_source), ("validation", self.val_source)):
             if src is None:
                 continue
-            check_targets(src.targets, self.cfg.task, self.model.num_classes, src.classes)
+            check_targets(src.targets, self.cfg.task, self.model.num_classes, src.classes,
+                          images=src.X, ignore_index=self.cfg.ignore_index)
             src.check_finite()
             if src.X is not None:
                 fix_channels(src.X[:1].float(), self.data_config.in_chans)
+        if self.cfg.task == "multiclass":
+            check_class_count(self.train_source.targets)
         del name
 
     # -- the run -------------------------------------------------------------------------
     def fit(self) -> History:
         cfg, model = self.cfg, self.model
         start_phase, start_epoch, resume_state = 0, 0, None
-        with _determinism(cfg.deterministic):
+        with _determinism(cfg.deterministic), self._checkpoint_dir_lock():
             torch.manual_seed(cfg.seed + self.dist.rank)  # own augmentation draws per rank
             model.to(self.device)
-            if self.channels_last:
-                model.to(memory_format=torch.channels_last)
+            self.formats = TrainFormat(  # channels_last given, or timed on the first steps
+                cfg.channels_last, model, deterministic=cfg.deterministic,
+                trial=not (cfg.compile or self.dist.is_distributed), autocast=self._autocast)
+            if not self.formats.use_trial:
+                self._settle_format()
             if cfg.resume:
                 resume_state = self._load_resume()
                 if resume_state is not None:
@@ -117,22 +139,47 @@ class Trainer:
                 undo_sync_bn()
             self._restore_best()
             prune_eval_cache(model)  # a kept validation cache outlives the run only if valid
+            self.history.memory_format = self.formats.choices
             for cb in cfg.callbacks:
                 _call(cb, "on_train_end", self, self.history)
         return self.history
 
+    def _checkpoint_dir_lock(self):
+        """One process at a time trains into a checkpoint_dir; leftovers of killed writes go."""
+        folder = self.cfg.checkpoint_dir
+        if folder is None or not self.dist.is_main:
+            return contextlib.nullcontext()
+        stack = contextlib.ExitStack()
+        stack.enter_context(folder_lock(folder, "checkpoint_dir"))
+        remove_stale_tmp(folder)
+        return stack
+
     @property
     def channels_last(self) -> bool:
-        if self.cfg.channels_last is not None:
-            return bool(self.cfg.channels_last)
-        return self.device.type == "cuda" and self.model.backbone.feature_format == "map"
+        """Whether the model is now stored (and fed) channels-last."""
+        formats = getattr(self, "formats", None)
+        return formats.channels_last if formats is not None else False
+
+    def _settle_format(self) -> None:
+        """One format for a whole compiled or distributed run, timed up front on a few
+        training images (rank 0's choice for every rank)."""
+        src = self.train_source
+        batch = next(iter(src.batches(list(range(min(src.n, 16))), batch_size=16,
+                                      device=self.device,
+                                      prep=self._prep(train=False))), None)
+        if batch is None:
+            return
+        trains = any(p.backbone != "frozen" for p in self.phases)
+        cl = self.formats.resolve(batch[0], mode="train" if trains else "infer")
+        self.formats.pin(self.dist.broadcast_object(cl) if self.dist.is_distributed else cl)
 
     def _run_phase(self, p_idx: int, phase: Phase, first: int, resume: dict | None) -> bool:
         cfg, model = self.cfg, self.model
         apply_phase(model, model.backbone, phase, first, cfg.bn)
         self.dist.broadcast_module(model)  # ranks in step after an unfreeze
         groups = param_groups(model, cfg.lr, cfg.weight_decay, phase.backbone_lr_mult,
-                              include_backbone=phase.backbone != "frozen")
+                              include_backbone=phase.backbone != "frozen",
+                              layer_decay=cfg.layer_decay)
         self.optimizer = make_optimizer(cfg.optimizer, groups, cfg.lr, cfg.momentum)
         steps = self._steps_per_epoch()
         self.scheduler = make_scheduler(cfg.schedule, self.optimizer, phase.epochs * steps,
@@ -180,7 +227,8 @@ class Trainer:
             if cfg.bn == "train":  # ... but bn="train" asks for batch statistics, as in torch
                 for m in model.backbone.modules():
                     m.train(is_batchnorm(m))
-        forward = self.dist.wrap(model.head if self.cache is not None else self._compiled())
+        forward = self.dist.wrap(self._head_on_cache(self.cache) if self.cache is not None
+                                 else self._compiled())
         total_loss = correct = seen = 0.0
         batches = self._train_batches()
         n_batches = self._batches_per_epoch()
@@ -190,8 +238,9 @@ class Trainer:
         for i, (x, y) in enumerate(bar):
             if cfg.task == "multiclass" and self.train_source.targets is None:
                 check_label_range(y, model.num_classes)
-            if self.channels_last and x.ndim == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
+            elif dense_target(cfg.task) and self.train_source.targets is None:
+                check_targets(y, cfg.task, model.num_classes, ignore_index=cfg.ignore_index)
+            x = self.formats.before(x)  # a format trial runs on the first steps
             stepping = (i + 1) % cfg.grad_accum_steps == 0 or i + 1 == n_batches
             with self.dist.sync_context(forward, stepping):  # all-reduce on stepping only
                 with self._autocast():
@@ -207,13 +256,15 @@ class Trainer:
                 self.scaler.scale(loss / cfg.grad_accum_steps).backward()
             if stepping:
                 self._step()
+            self.formats.after(self.optimizer)
             total_loss += loss_value * len(y)
-            correct += batch_correct(cfg.task, out.detach(), y)
+            correct += batch_correct(cfg.task, out.detach(), y, cfg.ignore_index)
             seen += len(y)
             for cb in cfg.callbacks:
                 _call(cb, "on_batch_end", self, i, loss_value)
             if hasattr(bar, "set_postfix") and i % 10 == 0:
                 bar.set_postfix(loss=f"{total_loss / seen:.4f}")
+        self.formats.finish(self.optimizer)  # a trial cut short by a small epoch decides now
         total_loss, correct, seen = self.dist.sum([total_loss, correct, seen])
         self.dist.broadcast_module(model, buffers_only=True)  # rank 0's BatchNorm statistics
         seconds = time.perf_counter() - t0
@@ -223,9 +274,12 @@ class Trainer:
             "train_accuracy": correct / max(seen, 1) if cfg.task != "regression" else None,
             "lr": [g["lr"] for g in self.optimizer.param_groups],
             "seconds": seconds, "images_per_second": seen / seconds if seconds else None,
-            "cached": self.cache is not None,
+            "cached": self.cache is not None, "channels_last": self.channels_last,
         }
         record.update(self._validate())
+        first_val = next((r.get("val_loss") for r in self.history), record.get("val_loss"))
+        check_diverged(model, record, task=cfg.task, num_classes=model.num_classes,
+                       first_val_loss=first_val, where=f"epoch {self.epoch + 1}")
         self.history.append(record)
         self.epoch += 1
         return record
@@ -245,14 +299,27 @@ class Trainer:
         cfg, src = self.cfg, self.train_source
         if self.cache is not None:
             return self.cache.batches(self._cache_positions(), batch_size=cfg.batch_size,
-                                      device=self.device, view=self.epoch)
+                                      device=self.device, view=self.epoch,
+                                      drop_last=self._drop_single)
         if src.kind == "loader":
             self._loader_epoch(src.loader)
         order = src.indices(self.epoch, shuffle=cfg.shuffle, seed=cfg.seed,
                             rank=self.dist.rank, world=self.dist.world)
-        prep = BatchPrep(self.data_config, train=True, augment=cfg.augment)
+        prep = self._prep(train=True, augment=cfg.augment)
         return src.batches(order, batch_size=cfg.batch_size, device=self.device, prep=prep,
-                           num_workers=self._workers(src), persistent=True)
+                           num_workers=self._workers(src), persistent=True,
+                           drop_last=self._drop_single)
+
+    @property
+    def _drop_single(self) -> bool:
+        """Drop a last batch of one sample when BatchNorm trains on it (it cannot: batch
+        statistics of one value per channel); any other last batch is kept."""
+        src, bs = self.train_source, self.cfg.batch_size
+        if src.kind == "loader":
+            return False
+        per_rank = math.ceil(src.n / self.dist.world)
+        return per_rank > 1 and per_rank % bs == 1 and any(
+            is_batchnorm(m) for m in self.model.modules())
 
     def _cache_positions(self) -> list[int]:
         # This rank cached samples rank::world (position == index with one process); it trains
@@ -279,7 +346,8 @@ class Trainer:
             n_batches = len(src.loader)  # type: ignore[arg-type]
         else:
             per_rank = math.ceil(src.n / self.dist.world)
-            n_batches = math.ceil(per_rank / cfg.batch_size)
+            n_batches = (per_rank // cfg.batch_size if self._drop_single
+                         else math.ceil(per_rank / cfg.batch_size))
         return n_batches
 
     def _steps_per_epoch(self) -> int:
@@ -306,9 +374,12 @@ class Trainer:
         total = correct = seen = 0.0
         with torch.inference_mode(), self._autocast():
             for x, y in self._val_batches():
-                out = (model.head(x) if self.val_cache is not None else model(x)).float()
+                if self.channels_last and x.ndim == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                out = (self._head_on_cache(self.val_cache)(x) if self.val_cache is not None
+                       else model(x)).float()
                 total += self.criterion(out, y).item() * len(y)
-                correct += batch_correct(cfg.task, out, y)
+                correct += batch_correct(cfg.task, out, y, cfg.ignore_index)
                 seen += len(y)
         model.train(was)
         total, correct, seen = self.dist.sum([total, correct, seen])
@@ -325,8 +396,17 @@ class Trainer:
             return self.val_cache.batches(range(len(order)), batch_size=cfg.batch_size * 2,
                                           device=self.device)
         return src.batches(order, batch_size=cfg.batch_size * 2, device=self.device,
-                           prep=BatchPrep(self.data_config, train=False),
+                           prep=self._prep(train=False),
                            num_workers=self._workers(src), persistent=True)
+
+    def _prep(self, *, train: bool, augment: bool = False):
+        """This task's batch preprocessing (images, or image/target pairs for dense tasks)."""
+        return batch_prep(self.data_config, self.target, train=train, augment=augment)
+
+    def _head_on_cache(self, cache):
+        """What trains or validates on ``cache``'s batches: the head (at the cached input
+        size, for a dense head)."""
+        return cache.head(self.model) if hasattr(cache, "head") else self.model.head
 
     # -- feature cache --------------------------------------------------------------------
     def _prepare_cache(self, phase: Phase) -> None:
@@ -334,24 +414,34 @@ class Trainer:
         self.cache = self.val_cache = None
         if not cfg.cache_features or phase.backbone != "frozen":
             return
+        views = default_cache_views(cfg.cache_views, augment=cfg.augment,
+                                    custom_transform=cfg.transform is not None,
+                                    epochs=phase.epochs)
         reason = cache_skip_reason(self.model, self.train_source.kind, cfg.augment,
-                                   cfg.cache_views, custom_transform=cfg.transform is not None)
+                                   views, custom_transform=cfg.transform is not None)
         if reason is not None:
             if self.dist.is_main and cfg.progress:
                 print(f"transferkit: feature cache off: {reason}.")
             return
-        views = cfg.cache_views if cfg.augment or cfg.transform is not None else 1
+        if cfg.cache_views is None and cfg.augment and self.dist.is_main and cfg.progress:
+            print(f"transferkit: feature cache on with augmentation: {views} augmented "
+                  f"view(s) per image precomputed (cache_views={views}; epoch e trains on view "
+                  f"e % {views}), so the {phase.epochs}-epoch {phase.name} costs {views} "
+                  "backbone pass(es) over the data.")
         dtype = torch.float16 if cfg.cache_dtype == "float16" else torch.float32
         budget = (DEFAULT_MEMORY_BUDGET if cfg.cache_memory_budget is None
                   else cfg.cache_memory_budget)  # train and validation caches together
 
         def prep_for_view(v: int) -> BatchPrep:
-            return BatchPrep(self.data_config, train=cfg.augment, augment=cfg.augment)
+            return self._prep(train=cfg.augment, augment=cfg.augment)
 
         src = self.train_source
         order = src.indices(0, shuffle=False, seed=0, rank=self.dist.rank,
                             world=self.dist.world, pad=False)
         with _isolated_rng(cfg.seed + self.dist.rank):
+            first = next(iter(src.batches(order[:16], batch_size=16, device=self.device,
+                                          prep=self._prep(train=False))))
+            self.formats.resolve(first[0], mode="infer")  # forward only: timed if "auto"
             self.cache = build_cache(
                 self.model, src, prep_for_view=prep_for_view, views=views,
                 batch_size=max(cfg.batch_size, 64), device=self.device, dtype=dtype,
@@ -366,31 +456,23 @@ class Trainer:
             vorder = vsrc.indices(0, shuffle=False, seed=0, rank=self.dist.rank,
                                   world=self.dist.world, pad=False)
             self.val_cache = build_cache(
-                self.model, vsrc, prep_for_view=lambda v: BatchPrep(self.data_config,
-                                                                    train=False),
+                self.model, vsrc, prep_for_view=lambda v: self._prep(train=False),
                 views=1, batch_size=max(cfg.batch_size, 64), device=self.device, dtype=dtype,
                 memory_budget=budget, num_workers=self._workers(vsrc), order=vorder,
                 autocast=self._autocast, channels_last=self.channels_last,
                 progress=cfg.progress and self.dist.is_main, desc="feature cache (val)")
-            if not self.dist.is_distributed and cfg.transform is None:  # evaluate may reuse it
+            if not self.dist.is_distributed and cfg.transform is None and not (
+                    self.target):  # evaluate may reuse it (classification caches only)
                 remember_eval_cache(self.model, self.val_data, self.val_cache,
                                     amp_dtype=self._amp_dtype, device=self.device)
 
     # -- amp ------------------------------------------------------------------------------
     @property
     def _amp_dtype(self) -> torch.dtype | None:
-        amp = self.cfg.amp
-        if not amp:
-            return None
-        if amp == "bf16" or self.device.type != "cuda":
-            return torch.bfloat16
-        return torch.float16
+        return autocast_dtype(self.cfg.amp, self.device)  # the rule every verb follows
 
     def _autocast(self):
-        dtype = self._amp_dtype
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
+        return autocast(self.cfg.amp, self.device)
 
     # -- early stopping -------------------------------------------------------------------
     def _early_stop(self, record: dict[str, Any]) -> bool:
@@ -427,9 +509,14 @@ class Trainer:
         if not self.dist.is_main:
             return
         model = self.model
+        bad = first_non_finite(model)  # never replace the last good checkpoint with this
+        if bad is not None:
+            raise TrainingError(f"The model holds NaN or infinite values ({bad!r}); the "
+                                "checkpoint was not written, the last one is intact.")
         state = {
             "format": "transferkit-checkpoint", "version": 1,
             "strategy": self.cfg.strategy,
+            "options": run_options(self.cfg, self.train_source.n, model),
             "model": model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -458,6 +545,8 @@ class Trainer:
                 f"{ck['strategy']!r}, not {self.cfg.strategy!r}; resume with the same options."
             )
         model = self.model
+        check_resume(ck.get("options"), run_options(self.cfg, self.train_source.n, model), path)
+        check_architecture(ck["model"], model, path)
         model.load_state_dict(ck["model"])
         for n, p in model.named_parameters():
             p.requires_grad_(ck["requires_grad"].get(n, p.requires_grad))
