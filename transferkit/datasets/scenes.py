@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._packaged import photo_paths
+from ._packaged import PHOTO_SETS, photo_paths
 from .containers import SegmentationSplit, TensorSegmentationDataset
 
 __all__ = ["animal_scenes", "ANIMAL_SCENES_CLASSES", "SCENE_PHOTOS"]
@@ -17,9 +17,10 @@ _ANIMALS = ("bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse",
 ANIMAL_SCENES_CLASSES = ("background", *_ANIMALS)
 
 #: Which real photographs serve the training scenes and which the test scenes (disjoint).
+_IMAGENET = tuple(f"imagenet/{Path(f).name}" for f in PHOTO_SETS["imagenet"][1])
 SCENE_PHOTOS = {
-    "train": tuple(f"imagenet/imagenet_{i:02d}" for i in range(15)) + ("sklearn/china",),
-    "test": tuple(f"imagenet/imagenet_{i:02d}" for i in range(15, 20)) + ("sklearn/flower",),
+    "train": _IMAGENET[:15] + ("sklearn/china.jpg",),
+    "test": _IMAGENET[15:] + ("sklearn/flower.jpg",),
 }
 _SCALE = (0.35, 0.7)  # an animal's longer side, as a fraction of the scene's side
 _MAX_TRIES = 8        # placements tried to keep a new animal mostly off the earlier ones
@@ -44,9 +45,7 @@ def _photos(split: str, size: int, fn: str) -> tuple[tuple[str, ...], tuple]:
     """
     from PIL import Image
 
-    found = {name.rsplit(".", 1)[0].rsplit("_", 1)[0] if name.startswith("imagenet")
-             else name.rsplit(".", 1)[0]: path
-             for name, path in photo_paths(("imagenet", "sklearn"), fn)}
+    found = dict(photo_paths(("imagenet", "sklearn"), fn))
     names = SCENE_PHOTOS[split]
     images = []
     for name in names:
