@@ -1,10 +1,16 @@
-"""Small helpers shared by every layer: device selection."""
+"""Small helpers shared by every layer: device selection and the autocast dtype."""
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any
+
 import torch
 
-__all__ = ["resolve_device"]
+__all__ = ["AMP_CHOICES", "autocast", "autocast_dtype", "resolve_device"]
+
+#: The values every verb's ``amp`` option takes.
+AMP_CHOICES = (False, True, "bf16", "fp16")
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -12,3 +18,41 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def autocast_dtype(amp: bool | str, device: torch.device | str) -> torch.dtype | None:
+    """The autocast dtype for ``amp`` on ``device``: the one rule every verb follows.
+
+    ``False``: none (full precision). ``True``: float16 on CUDA, bfloat16 elsewhere.
+    ``"bf16"``: bfloat16. ``"fp16"``: float16 on CUDA; bfloat16 elsewhere, because float16
+    autocast on the CPU is slow and training under it would need a gradient scaler, which
+    only CUDA has here.
+
+    Example:
+        >>> import torch
+        >>> autocast_dtype("fp16", torch.device("cpu"))
+        torch.bfloat16
+    """
+    if amp not in AMP_CHOICES or (amp is not True and amp is not False and
+                                  not isinstance(amp, str)):
+        raise ValueError(f"amp must be one of {list(AMP_CHOICES)}, got {amp!r}.")
+    if amp is False:
+        return None
+    cuda = torch.device(device).type == "cuda"
+    return torch.float16 if cuda and amp in (True, "fp16") else torch.bfloat16
+
+
+def autocast(amp: bool | str, device: torch.device | str) -> Any:
+    """The autocast context for ``amp`` on ``device`` (:func:`autocast_dtype`); a no-op
+    context for ``amp=False``.
+
+    Example:
+        >>> import torch
+        >>> with autocast(True, "cpu"):
+        ...     (torch.ones(2, 2) @ torch.ones(2, 2)).dtype
+        torch.bfloat16
+    """
+    dtype = autocast_dtype(amp, device)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)

@@ -11,15 +11,16 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from ._utils import AMP_CHOICES, autocast, autocast_dtype
 from .data.sources import iter_eval_batches, resolve_device
 from .distributed import DistContext
 from .errors import DataError
-from .training.feature_cache import eval_amp_dtype, eval_cache_for
+from .training.feature_cache import eval_cache_for
 from .metrics.classification import TASKS, EvalReport, _check_options, compute_report
 
 __all__ = ["evaluate", "infer_task", "inference_context"]
 
-_AMP = (False, True, "bf16", "fp16")
+_AMP = AMP_CHOICES
 
 
 @contextmanager
@@ -78,11 +79,7 @@ def _batches(data: Any, model: nn.Module, batch_size: int, num_workers: int | No
 
 
 def _autocast(device: torch.device, amp: bool | str) -> Any:
-    if amp not in _AMP:
-        raise ValueError(f"evaluate: amp must be one of {list(_AMP)}, got {amp!r}.")
-    half = torch.float16 if amp == "fp16" or (amp is True and device.type == "cuda") else (
-        torch.bfloat16)
-    return torch.autocast(device.type, dtype=half, enabled=bool(amp))
+    return autocast(amp, device)  # the rule finetune follows too
 
 
 def _gather(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], device: torch.device,
@@ -140,7 +137,8 @@ def evaluate(
         batch_size, num_workers: batching of the data (workers: ``None`` picks a default).
         device: where to run; ``None``: CUDA when present, else the CPU. The model returns to
             its own device and train/eval mode afterwards.
-        amp: mixed precision: ``True`` (fp16 on CUDA, bf16 on the CPU), ``"bf16"``, ``"fp16"``.
+        amp: mixed precision: ``True`` (fp16 on CUDA, bf16 on the CPU), ``"bf16"``, ``"fp16"``
+            (bf16 off CUDA), as in ``finetune`` (:func:`transferkit._utils.autocast_dtype`).
         progress: show a tqdm progress bar.
         class_names: names for the per-class figures (default: ``model.class_names``, then
             ``data.classes``).
@@ -163,6 +161,8 @@ def evaluate(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"evaluate: batch_size must be an int >= 1, got {batch_size!r}.")
     _check_options(top_k, (0.5,), 15)
+    if amp not in _AMP or not isinstance(amp, (bool, str)):
+        raise ValueError(f"evaluate: amp must be one of {list(_AMP)}, got {amp!r}.")
     dist = DistContext.from_env(resolve_device(device))
     dev = dist.device  # cuda:LOCAL_RANK under torchrun
     # Under torchrun each rank evaluates samples rank::world (each sample once); a DataLoader
@@ -173,7 +173,7 @@ def evaluate(
     with inference_context(model, dev):
         # finetune's validation features of this very data, while provably still valid
         kept = None if shard else eval_cache_for(model, data, device=dev,
-                                                 amp_dtype=eval_amp_dtype(amp, dev))
+                                                 amp_dtype=autocast_dtype(amp, dev))
         batches = _batches(data, model, batch_size, num_workers, dev,
                            *((dist.rank, dist.world) if shard else (0, 1))) if kept is None else (
             kept.batches(range(kept.n), batch_size=batch_size, device=dev))

@@ -16,6 +16,7 @@ weights, the data tensors and the preprocessing are unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tempfile
@@ -33,7 +34,7 @@ from ..heads import HEADS
 
 __all__ = [
     "FeatureCache", "build_cache", "cache_skip_reason", "head_takes_pooled",
-    "eval_amp_dtype", "eval_cache_for", "forget_eval_cache", "prune_eval_cache",
+    "eval_cache_for", "forget_eval_cache", "prune_eval_cache",
     "remember_eval_cache",
 ]
 
@@ -196,7 +197,7 @@ def build_cache(model, source, *, prep_for_view, views: int, batch_size: int,
                                            prep=prep_for_view(v), num_workers=num_workers):
                     if channels_last and x.ndim == 4:
                         x = x.contiguous(memory_format=torch.channels_last)
-                    with autocast() if autocast else _null():
+                    with autocast() if autocast else contextlib.nullcontext():
                         f = backbone.forward_features(x)
                         if pooled and f.ndim == 4:
                             f = f.mean(dim=(2, 3))  # what the average-pooling head computes
@@ -212,14 +213,6 @@ def build_cache(model, source, *, prep_for_view, views: int, batch_size: int,
         bar.close()
         backbone.train(was_training)
     return FeatureCache(store, torch.cat(targets), path, keep)  # type: ignore[arg-type]
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *a):
-        return False
 
 
 # -- reuse by evaluate ------------------------------------------------------------------------
@@ -254,14 +247,6 @@ def _data_state(data: Any) -> tuple | None:
     with torch.no_grad():
         return tuple((id(t), t.data_ptr(), t._version, tuple(t.shape),
                       float(t.sum(dtype=torch.float64))) for t in tensors)
-
-
-def eval_amp_dtype(amp: bool | str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype :func:`transferkit.evaluate` runs under for ``amp``."""
-    if not amp:
-        return None
-    return torch.float16 if amp == "fp16" or (amp is True and device.type == "cuda") else (
-        torch.bfloat16)
 
 
 def remember_eval_cache(model, data: Any, cache: FeatureCache, *,

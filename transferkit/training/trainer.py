@@ -21,6 +21,7 @@ from torch.utils.data import DistributedSampler
 
 from .checkpoint import LAST, atomic_save, load_checkpoint, rng_state, set_rng_state
 from .._utils import autocast, autocast_dtype
+from .._utils import autocast, autocast_dtype
 from ..data.sources import BatchPrep, Source, as_source, default_workers, fix_channels, resolve_device
 from ..distributed import DistContext, shard_positions
 from ..data.dense import batch_prep
