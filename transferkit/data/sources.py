@@ -33,6 +33,7 @@ from torch.utils.data import (DataLoader, Dataset, DistributedSampler, Sampler, 
 from .._utils import resolve_device
 from ..backbones import DataConfig
 from ..errors import DataError
+from .inputs import PILPairs, image_tensor, is_pil_list, label_tensor, to_tensor
 from .preprocess import BatchPrep, fix_channels, sample_transform, to_float_pixels
 
 __all__ = [
@@ -198,8 +199,7 @@ class Source:
 def _tensor_parts(data: Any) -> tuple[Tensor, Tensor, list[str] | None] | None:
     """``(X, targets, classes)`` when ``data`` is held in memory as tensors, else ``None``."""
     if isinstance(data, (tuple, list)) and len(data) == 2:
-        X, y = (torch.as_tensor(np.asarray(a)) if not isinstance(a, Tensor) else a for a in data)
-        return X, y, None
+        return to_tensor(data[0], "X"), to_tensor(data[1], "y"), None
     if isinstance(data, TensorDataset) and len(data.tensors) >= 2:
         return data.tensors[0], data.tensors[1], None
     if isinstance(data, Subset):
@@ -215,23 +215,29 @@ def _tensor_parts(data: Any) -> tuple[Tensor, Tensor, list[str] | None] | None:
 
 
 def as_source(data: Any, config: DataConfig, *, train: bool, augment: bool = True,
-              transform: Any = None) -> Source:
-    """Classify ``data`` into a :class:`Source` (see the module docstring)."""
+              transform: Any = None, class_names: Sequence[str] | None = None,
+              skip_bad_images: bool = False) -> Source:
+    """Classify ``data`` into a :class:`Source` (see the module docstring).
+
+    An image folder is read by :class:`transferkit.data.files.ImageFiles`: its folders map to
+    ``class_names`` (the model's) by name, and unreadable files raise (or are skipped with
+    ``skip_bad_images=True``).
+    """
     if data is None:
         raise DataError("No data was given: pass a Dataset, a DataLoader, (X, y) or a folder.")
     if isinstance(data, DataLoader):
         return Source("loader", n=len(data.dataset), loader=data)  # type: ignore[arg-type]
     if isinstance(data, (str, os.PathLike)):
         return _folder_source(Path(data), config, train=train, augment=augment,
-                              transform=transform)
+                              transform=transform, class_names=class_names,
+                              skip_bad_images=skip_bad_images)
+    if isinstance(data, (tuple, list)) and len(data) == 2 and is_pil_list(data[0]):
+        data = PILPairs(*data)  # sizes may differ: per-sample transforms, like a folder
     parts = _tensor_parts(data) if transform is None else None
     if parts is not None:
         X, y, classes = parts
-        if len(X) != len(y):
-            raise DataError(f"X has {len(X)} samples but y has {len(y)}; they must match.")
-        if X.ndim == 3:  # (N, H, W) grey images
-            X = X[:, None]
-        y = y.long() if not y.is_floating_point() else y
+        X = image_tensor(X, config.in_chans)  # the rules of data/inputs.py
+        y = label_tensor(y, len(X))
         return _non_empty(Source("tensor", n=len(X), X=X, targets=y, classes=classes))
     if not isinstance(data, Dataset):
         raise TypeError(
@@ -250,8 +256,9 @@ def as_source(data: Any, config: DataConfig, *, train: bool, augment: bool = Tru
 
 
 def _folder_source(root: Path, config: DataConfig, *, train: bool, augment: bool,
-                   transform: Any) -> Source:
-    from torchvision.datasets import ImageFolder
+                   transform: Any, class_names: Sequence[str] | None = None,
+                   skip_bad_images: bool = False) -> Source:
+    from .files import ImageFiles
 
     if not root.is_dir():
         raise DataError(
@@ -259,7 +266,7 @@ def _folder_source(root: Path, config: DataConfig, *, train: bool, augment: bool
             "root/<class name>/<image files>."
         )
     try:
-        ds = ImageFolder(str(root))
+        ds = ImageFiles(root, class_names=class_names, skip_bad_images=skip_bad_images)
     except (FileNotFoundError, RuntimeError) as exc:
         raise DataError(f"Cannot read {str(root)!r} as an image folder: {exc}") from None
     tf = transform or sample_transform(config, train=train, augment=augment)
@@ -282,7 +289,8 @@ def iter_eval_batches(data: Any, model: Any, *, batch_size: int = 64,
     evaluated exactly once across ranks.
     """
     config = model.backbone.data_config
-    source = as_source(data, config, train=False, augment=False)
+    source = as_source(data, config, train=False, augment=False,
+                       class_names=getattr(model, "class_names", None))
     dev = resolve_device(device)
     order = source.indices(0, shuffle=False, seed=0, rank=rank, world=world, pad=False)
     workers = default_workers(source) if num_workers is None else num_workers

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from .._io import atomic_write
 from ..errors import UnsafeCheckpointError, WeightsError
 
 __all__ = ["atomic_save", "load_checkpoint", "rng_state", "set_rng_state", "LAST"]
@@ -28,31 +28,32 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
 
     A crash mid-write leaves the previous file intact.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: a full disk is OSError(ENOSPC)
             torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    atomic_write(path, write)  # umask-honouring, fsynced, "No space left" named
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a checkpoint with ``torch.load(weights_only=True)``."""
     import pickle
 
+    size = os.path.getsize(path)
+    if size == 0:
+        raise WeightsError(f"The checkpoint {str(path)!r} is empty (0 bytes): a write was cut "
+                           "off. Delete it to start afresh, or resume from a copy.")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise UnsafeCheckpointError(
             f"Refused to load checkpoint {str(path)!r}: it holds objects that would run code "
             f"({str(exc).splitlines()[0][:200]})."
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise WeightsError(
+            f"The checkpoint {str(path)!r} ({size} bytes) is damaged and cannot be read "
+            f"({str(exc).splitlines()[0][:160]}). Delete it to start afresh."
         ) from None
     if not isinstance(obj, dict) or obj.get("format") != "transferkit-checkpoint":
         raise WeightsError(

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from ..errors import DataError
 
-__all__ = ["TASKS", "make_loss", "check_targets", "batch_correct"]
+__all__ = ["TASKS", "make_loss", "check_targets", "check_class_count", "batch_correct"]
 
 TASKS = ("multiclass", "multilabel", "regression")
 
@@ -23,8 +23,31 @@ def check_targets(targets: Tensor | None, task: str, num_classes: int,
             f" but the head has {num_classes} outputs. Rebuild the head with "
             f"replace_head(model, num_classes={len(classes)})."
         )
+    if task == "multiclass" and num_classes < 2:
+        raise DataError(
+            f"A multiclass head needs >= 2 classes, got {num_classes}: with one class the "
+            "loss is 0 from the start and nothing is learnt. Add images of another class, or "
+            "use task='multilabel' / 'regression' for a single output."
+        )
     if targets is None:
         return
+    if task == "multiclass" and targets.ndim != 1:
+        hint = ("they look one-hot: pass y.argmax(1), or task='multilabel' for multi-hot "
+                "labels" if targets.ndim == 2 and targets.shape[1] == num_classes else
+                "pass one integer class index per sample")
+        raise DataError(
+            f"Multiclass labels must have shape (N,), one class index per sample; got "
+            f"{tuple(targets.shape)}: {hint}."
+        )
+    if task == "regression":
+        width = 1 if targets.ndim == 1 else (targets.shape[1] if targets.ndim == 2 else -1)
+        if width != num_classes:
+            raise DataError(
+                f"Regression targets of shape {tuple(targets.shape)} need a head with {width} "
+                f"output(s), but it has {num_classes}. Rebuild the head with "
+                f"replace_head(model, num_classes={max(width, 1)}), or reshape the targets to "
+                f"(N, {num_classes})."
+            )
     if task == "multiclass":
         check_label_range(targets, num_classes)
     elif task == "multilabel" and (targets.ndim != 2 or targets.shape[1] != num_classes):
@@ -34,6 +57,17 @@ def check_targets(targets: Tensor | None, task: str, num_classes: int,
         )
     if targets.is_floating_point() and not torch.isfinite(targets).all():
         raise DataError("The targets hold NaN or infinite values; clean them before training.")
+
+
+def check_class_count(targets: Tensor | None) -> None:
+    """Multiclass training data must hold at least two distinct labels."""
+    if targets is not None and targets.numel() and targets.ndim == 1 and (
+            not targets.is_floating_point()) and int(targets.min()) == int(targets.max()):
+        raise DataError(
+            f"The training data holds one class only (label {int(targets[0])}): a classifier "
+            "trained on it learns nothing (the loss goes to 0). Training needs images of at "
+            "least two classes."
+        )
 
 
 def check_label_range(y: Tensor, num_classes: int) -> None:
