@@ -10,7 +10,7 @@ package, so it works offline):
     d(x, y) = mean over stages s of  mean over (h, w) of  sum over c of
               (phi_s(x) / |phi_s(x)|_c - phi_s(y) / |phi_s(y)|_c)^2
 
-where ``phi_s`` is the map of stage ``s`` (``Backbone.forward_stages``) computed on the image
+where ``phi_s`` is the map ``s`` of ``Backbone.forward_stages`` computed on the image
 normalised with the backbone's own ``data_config`` (mean, std). Each term lies in ``[0, 4]``;
 identical images give exactly 0.
 
@@ -82,9 +82,10 @@ class PerceptualLoss(nn.Module):
     Args:
         backbone: a registered backbone name, or a :class:`Backbone` (copied, so that the
             caller's stays as it is and trainable).
-        stages: the stages to compare, names or indices into ``backbone.stage_names``;
-            ``None``: every stage up to reduction 8 (the early, texture-level features that
-            perceptual losses use; relu1_2 .. relu3_3 of VGG16 in Johnson et al.).
+        stages: the maps to compare: indices into ``backbone.feature_info`` (one map per
+            scale, shallow to deep), or the names of the freezing stages they belong to;
+            ``None``: every map at most 8x smaller than the input (the early, texture-level
+            features that perceptual losses use; relu1_2 .. relu3_3 of VGG16 in Johnson et al.).
         weights: weights to load when ``backbone`` is a name (``"DEFAULT"``: its pretrained
             ones; ``None`` random, for tests only: a random network is no perceptual measure).
 
@@ -113,15 +114,9 @@ class PerceptualLoss(nn.Module):
         net.requires_grad_(False)
         net.eval()
         self.net = net
-        names = net.stage_names
-        if stages is None:
-            self.stage_indices = _default_stages(net)
-        else:
-            if not stages:
-                raise StageError("perceptual_stages is empty; name at least one stage of "
-                                 f"{net.name!r}: {names}.")
-            self.stage_indices = sorted({net.stage_index(s) for s in stages})
-        self.stages = [names[i] for i in self.stage_indices]
+        self.map_indices = _pick_maps(net, stages)
+        info = net.feature_info
+        self.stages = [info[i]["stage"] for i in self.map_indices]
         mean = torch.tensor(net.data_config.mean, dtype=torch.float32)[:, None, None]
         std = torch.tensor(net.data_config.std, dtype=torch.float32)[:, None, None]
         self.register_buffer("mean", mean, persistent=False)
@@ -137,8 +132,8 @@ class PerceptualLoss(nn.Module):
         """The maps of :attr:`stages` for ``images`` in ``[0, 1]`` (normalised here)."""
         x = fix_channels(images, self.net.data_config.in_chans)
         x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
-        maps = stage_maps(self.net, x, self.stage_indices[-1] + 1)
-        return [maps[i] for i in self.stage_indices]
+        maps = self.net.forward_stages(x)
+        return [maps[i] for i in self.map_indices]
 
     def distance(self, output: Tensor, target: Tensor) -> Tensor:
         """Per-image distances ``(N,)``; gradients reach ``output``, never ``target``."""
@@ -164,62 +159,31 @@ class PerceptualLoss(nn.Module):
         return f"PerceptualLoss(backbone={self.net.name!r}, stages={self.stages})"
 
 
-def _default_stages(net: Backbone) -> list[int]:
-    """Every stage whose output is at most 8x smaller than the input (at least one)."""
-    reductions = stage_reductions(net)
-    picked = [i for i, r in enumerate(reductions) if r <= 8]
-    return picked or [0]
+def _pick_maps(net: Backbone, stages: Sequence[str | int] | None) -> list[int]:
+    """Indices into ``net.feature_info`` (one map per scale, shallow to deep) of ``stages``:
+    map indices, or the freezing-stage names the maps belong to; ``None``: every map at
+    most 8x smaller than the input."""
+    info = net.feature_info
+    if not info:
+        from ..backbones._features import no_maps_message
 
-
-def stage_reductions(net: Backbone) -> list[int]:
-    """Each stage's downsampling factor, from its ``feature_info`` or a dummy forward."""
-    info = getattr(net, "feature_info", None)
-    if info:
-        return [int(i["reduction"]) for i in info]
-    size = 64
-    with torch.no_grad():
-        maps = stage_maps(net, torch.zeros(1, net.data_config.in_chans, size, size), None)
-    return [max(1, round(size / m.shape[-1])) if m.ndim == 4 else size for m in maps]
-
-
-class _Stop(Exception):
-    pass
-
-
-def stage_maps(net: Backbone, x: Tensor, upto: int | None) -> list[Tensor]:
-    """One map per stage, shallow to deep (``upto``: only the first ``upto`` are needed)."""
-    forward_stages = getattr(net, "forward_stages", None)
-    if callable(forward_stages):
-        return list(forward_stages(x))
-    # Until every backbone has forward_stages: the output of each stage's last module,
-    # stopping the forward once the deepest stage asked for has run.
-    names = net.stage_names
-    upto = len(names) if upto is None else upto
-    maps: list[Tensor] = []
-    handles = []
-
-    def tap(_module: nn.Module, _inp: object, out: Tensor) -> None:
-        maps.append(out)
-        if len(maps) == upto:
-            raise _Stop
-
-    for name in names[:upto]:
-        handles.append(_last_module(net, name).register_forward_hook(tap))
-    try:
-        net.forward_features(x)
-    except _Stop:
-        pass
-    finally:
-        for h in handles:
-            h.remove()
-    return maps
-
-
-def _last_module(net: Backbone, stage: str) -> nn.Module:
-    from ..backbones._base import resolve_path
-
-    obj = resolve_path(net, net._stages[stage][-1])
-    if not isinstance(obj, nn.Module):
-        raise StageError(f"Stage {stage!r} of {net.name!r} ends in a parameter, not a module; "
-                         "its map cannot be taken for the perceptual loss.")
-    return obj
+        raise StageError(f"The perceptual loss compares feature maps. {no_maps_message(net)}")
+    listing = ", ".join(f"{i}: {e['stage']!r} (1/{e['reduction']})" for i, e in enumerate(info))
+    if stages is None:
+        return [i for i, e in enumerate(info) if e["reduction"] <= 8] or [0]
+    if not stages:
+        raise StageError(f"perceptual_stages is empty; name at least one map of {net.name!r} "
+                         f"({listing}).")
+    picked = set()
+    names = [e["stage"] for e in info]
+    for s in stages:
+        if isinstance(s, int) and -len(info) <= s < len(info):
+            picked.add(s % len(info))
+        elif isinstance(s, str) and s in names:
+            picked.add(names.index(s))
+        else:
+            raise StageError(
+                f"perceptual_stages: {net.name!r} has no feature map {s!r}. Its maps, shallow "
+                f"to deep (index: stage (scale)): {listing}."
+            )
+    return sorted(picked)
