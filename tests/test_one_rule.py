@@ -51,3 +51,65 @@ def test_autocast_dtype_rule():
         autocast_dtype("half", "cpu")
     with pytest.raises(ValueError, match="got 1"):
         autocast_dtype(1, "cpu")
+
+
+def _state(model) -> dict:
+    bb = model.backbone
+    return {
+        "weights": {k: v.clone() for k, v in model.state_dict().items()},
+        "task": getattr(model, "task", None),
+        "data_config": bb.data_config,
+        "trainable": {n: p.requires_grad for n, p in model.named_parameters()},
+        "frozen_bn": set(bb._frozen_bn),
+        "training": {n: m.training for n, m in model.named_modules()},
+    }
+
+
+def _assert_same(before: dict, after: dict) -> None:
+    assert after["weights"].keys() == before["weights"].keys()
+    for k, v in before["weights"].items():
+        assert torch.equal(after["weights"][k], v), k
+    for key in ("task", "data_config", "trainable", "frozen_bn", "training"):
+        assert after[key] == before[key], key
+
+
+def _bad_inputs():
+    X, y = patterns(12, size=16)
+    Xn = X.clone()
+    Xn[3, 0, 0, 0] = float("nan")
+    return {
+        "labels_out_of_range": ((X, y + 5), {}, tk.errors.DataError, "label|class"),
+        "x_y_lengths_differ": ((X, y[:5]), {}, tk.errors.DataError, "12 samples but y has 5"),
+        "wrong_channels": ((torch.rand(12, 2, 16, 16), y), {}, tk.errors.DataError,
+                           "2 channels"),
+        "nan_pixels": ((Xn, y), {}, tk.errors.DataError, "NaN"),
+        "missing_folder": ("/nonexistent/folder", {}, tk.errors.DataError, "does not exist"),
+        "early_stopping_metric": ((X, y), {"early_stopping": "val_acuracy"}, ValueError,
+                                  "val_acuracy"),
+        "early_stopping_without_val": ((X, y), {"early_stopping": "val_loss"}, ValueError,
+                                       "Pass val_data"),
+        "unknown_option": ((X, y), {"epochz": 2}, TypeError, "epochz"),
+        "bad_option_value": ((X, y), {"epochs": -1}, ValueError, "epochs"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_bad_inputs()))
+def test_a_failed_finetune_leaves_the_model_as_it_was(case):
+    data, opts, error, match = _bad_inputs()[case]
+    model = tiny_model()
+    tk.freeze(model, "stem")  # some freeze state to keep
+    model.task = "regression"  # differs from the call's task, as data_config from image_size
+    before = _state(model)
+    with pytest.raises(error, match=match):
+        tk.finetune(model, data, **{**FAST, "epochs": 1, "image_size": 24, "task": "multiclass",
+                                    "strategy": "full", **opts})
+    _assert_same(before, _state(model))
+
+
+def test_early_stopping_metric_is_checked_before_the_first_epoch():
+    X, y = patterns(12, size=16)
+    model = tiny_model()
+    seen = _record_autocast(model)
+    with pytest.raises(ValueError, match=r"metric 'val_acuracy' is not recorded.*val_accuracy"):
+        tk.finetune(model, (X, y), (X, y), early_stopping="val_acuracy", epochs=2, **FAST)
+    assert seen == []  # no forward pass ran

@@ -51,16 +51,14 @@ class Trainer:
     def __init__(self, model: TransferModel, train_data: Any, val_data: Any,
                  config: FinetuneConfig) -> None:
         self.model, self.cfg = model, config
-        model.task = config.task  # save/evaluate/predict read it
-        if config.task == "segmentation":
-            model.ignore_index = config.ignore_index  # evaluate scores without those pixels
         self.device = resolve_device(config.device)
         self.dist = DistContext.from_env(self.device, backend=config.dist_backend)
         self.device = self.dist.device  # cuda:LOCAL_RANK under torchrun
-        if config.image_size is not None:
-            bb = model.backbone
-            bb.data_config = bb.data_config.with_image_size(config.image_size)
+        # Everything is checked before the model changes (a call that raises leaves it as it
+        # was): task, ignore_index and data_config are written at the end of __init__.
         self.data_config = model.backbone.data_config
+        if config.image_size is not None:
+            self.data_config = self.data_config.with_image_size(config.image_size)
         names, skip = model.class_names, config.skip_bad_images  # folders match by name
         check_task_fits_head(config.task, model)
         self.target = target = dense_target(config.task)  # None, or the per-pixel target
@@ -86,6 +84,12 @@ class Trainer:
         self.val_cache: FeatureCache | None = None
         self.cache_forward_samples = 0  # samples the backbone saw while building caches
         self.val_data = val_data  # its cache may be kept for evaluate (feature_cache)
+        self._check_early_stopping()
+        # -- all checked: now the model records the run's task and preprocessing --
+        model.task = config.task  # save/evaluate/predict read it
+        if config.task == "segmentation":
+            model.ignore_index = config.ignore_index  # evaluate scores without those pixels
+        model.backbone.data_config = self.data_config
 
     # -- checks before any training step -------------------------------------------------
     def _check_data(self) -> None:
@@ -107,6 +111,28 @@ class Trainer:
         if self.cfg.task == "multiclass":
             check_class_count(self.train_source.targets)
         del name
+
+    def _check_early_stopping(self) -> None:
+        es = self.cfg.early_stopping
+        if es is None:
+            return
+        names = self.metric_names()
+        if es.metric not in names:
+            raise ValueError(
+                f"early_stopping: metric {es.metric!r} is not recorded by this run; available: "
+                f"{sorted(names)}. Pass val_data for validation metrics."
+            )
+
+    def metric_names(self) -> set[str]:
+        """The numeric metrics each epoch's record holds (those of :meth:`_epoch` and
+        :meth:`_validate`), known before the run: early stopping is checked against them."""
+        names = {"train_loss", "seconds", "images_per_second"}
+        classes = self.cfg.task != "regression"
+        if classes:
+            names.add("train_accuracy")
+        if self.val_source is not None:
+            names |= {"val_loss", "val_accuracy"} if classes else {"val_loss"}
+        return names
 
     # -- the run -------------------------------------------------------------------------
     def fit(self) -> History:
