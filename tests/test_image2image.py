@@ -1,0 +1,56 @@
+"""Task "image2image": losses, option and target checks, report, and the verbs on it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from transferkit.errors import DataError, UnknownNameError
+from transferkit.training.image2image import (Image2ImageLoss, check_image2image_options,
+                                              check_image_targets, make_image2image_loss)
+
+
+# -- losses and checks ------------------------------------------------------------------------
+def test_pixel_losses_match_torch():
+    g = torch.Generator().manual_seed(0)
+    out, y = torch.rand(2, 3, 8, 8, generator=g), torch.rand(2, 3, 8, 8, generator=g)
+    assert torch.equal(Image2ImageLoss("l1")(out, y), torch.nn.functional.l1_loss(out, y))
+    assert torch.equal(Image2ImageLoss("mse")(out, y), torch.nn.functional.mse_loss(out, y))
+    y8 = (y * 255).round().to(torch.uint8)  # uint8 targets are scaled like the inputs
+    torch.testing.assert_close(Image2ImageLoss("l1")(out, y8),
+                               torch.nn.functional.l1_loss(out, y8.float() / 255))
+
+
+def test_l1_plus_perceptual_is_the_weighted_sum():
+    loss = make_image2image_loss("l1+perceptual", perceptual_weight=0.5)
+    g = torch.Generator().manual_seed(1)
+    out, y = torch.rand(2, 3, 32, 32, generator=g), torch.rand(2, 3, 32, 32, generator=g)
+    expected = torch.nn.functional.l1_loss(out, y) + 0.5 * loss.perceptual(out, y)
+    torch.testing.assert_close(loss(out, y), expected)
+    assert float(make_image2image_loss("perceptual")(y, y)) == 0.0
+
+
+def test_options_validated_up_front():
+    with pytest.raises(ValueError, match="perceptual_weight only apply to loss='perceptual'"):
+        check_image2image_options("l1", perceptual_weight=0.5)
+    with pytest.raises(ValueError, match="perceptual_weight must be a number > 0"):
+        check_image2image_options("l1+perceptual", perceptual_weight=-1)
+    with pytest.raises(TypeError, match="perceptual_stages must be a non-empty list"):
+        check_image2image_options("perceptual", perceptual_stages="stem")
+    with pytest.raises(UnknownNameError, match=r"perceptual_backbone: Unknown backbone "
+                                               r"'resnet5'\. Did you mean .*'resnet50'"):
+        check_image2image_options("perceptual", perceptual_backbone="resnet5")
+
+
+def test_target_checks():
+    x = torch.rand(2, 3, 16, 16)
+    check_image_targets(torch.rand(2, 3, 16, 16), 3, images=x)  # fine
+    with pytest.raises(DataError, match=r"target images are \(32, 32\) \(H, W\) but their "
+                                        r"inputs are \(16, 16\)"):
+        check_image_targets(torch.rand(2, 3, 32, 32), 3, images=x)
+    with pytest.raises(DataError, match="have 1 channels but the head outputs 3.*num_classes=1"):
+        check_image_targets(torch.rand(2, 1, 16, 16), 3, images=x)
+    with pytest.raises(DataError, match=r"pixels in \[0, 1\].*y / 255"):
+        check_image_targets(torch.rand(2, 3, 16, 16) * 255, 3, images=x)
+    with pytest.raises(DataError, match=r"Add the channel axis"):
+        check_image_targets(torch.rand(2, 16, 16), 1, images=x)
