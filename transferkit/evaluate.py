@@ -121,6 +121,7 @@ def evaluate(
     num_workers: int | None = None,
     device: str | torch.device | None = None,
     amp: bool | str = False,
+    channels_last: bool | str = "auto",
     progress: bool = True,
     class_names: Sequence[str] | None = None,
 ) -> EvalReport:
@@ -139,6 +140,9 @@ def evaluate(
             its own device and train/eval mode afterwards.
         amp: mixed precision: ``True`` (fp16 on CUDA, bf16 on the CPU), ``"bf16"``, ``"fp16"``
             (bf16 off CUDA), as in ``finetune`` (:func:`transferkit._utils.autocast_dtype`).
+        channels_last: run channels-last (``True``), contiguous (``False``), or ``"auto"``:
+            the faster, timed forward-only on the first batch once per architecture, device,
+            dtype and image size in the process (``transferkit.training.memory_format``).
         progress: show a tqdm progress bar.
         class_names: names for the per-class figures (default: ``model.class_names``, then
             ``data.classes``).
@@ -177,6 +181,10 @@ def evaluate(
         batches = _batches(data, model, batch_size, num_workers, dev,
                            *((dist.rank, dist.world) if shard else (0, 1))) if kept is None else (
             kept.batches(range(kept.n), batch_size=batch_size, device=dev))
+        if kept is None and hasattr(model, "backbone"):
+            batches = in_chosen_format(model, batches, value=channels_last,
+                                       autocast=lambda: _autocast(dev, amp),
+                                       batch_size=batch_size)
         outputs, targets = _gather(model if kept is None else model.head, batches, dev, amp,
                                    progress and dist.is_main, allow_empty=shard)
     if shard:  # every rank gets every sample's output, in the data's order

@@ -44,10 +44,17 @@ def finetune(model: TransferModel, train_data: Any, val_data: Any = None, **opti
             ``label_smoothing``, ``class_weights`` (or ``"balanced"``: inverse class
             frequencies, of pixels for segmentation), ``pos_weight``;
             ``batch_size``, ``num_workers``, ``grad_accum_steps``, ``clip_grad_norm``,
-            ``amp``, ``channels_last``, ``compile``, ``device``; ``seed`` and
+            ``amp``, ``channels_last`` (``"auto"``: the faster memory format, timed on the
+            first training steps once per architecture, device, dtype and image size in the
+            process; ``History.memory_format`` says what was chosen), ``compile``, ``device``;
+            ``seed`` (the training's random draws; seed the head with
+            ``replace_head(..., seed=)``: both seeds give the same weights in any process,
+            with ``deterministic=True`` or a fixed ``channels_last``) and
             ``deterministic``; ``early_stopping`` (an :class:`EarlyStopping` or a metric name);
             ``checkpoint_dir`` and ``resume``; ``callbacks``; ``progress``;
-            ``cache_features`` (on: a frozen backbone runs once per sample), ``cache_views``,
+            ``cache_features`` (on: a frozen backbone runs once per sample), ``cache_views``
+            (default: 1 without augmentation, 2 augmented views with it, so that a probe costs
+            at most two backbone passes; 0 turns the cache off under augmentation),
             ``cache_dtype``, ``cache_memory_budget``; ``shuffle`` (``False`` keeps the data's
             order every epoch).
             Distributed (under ``torchrun``, see ``docs/distributed.md``): ``batch_size`` is

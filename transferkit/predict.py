@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from .backbones import DataConfig
 from .data.sources import BatchPrep, fix_channels, resolve_device, sample_transform
+from .training.memory_format import in_chosen_format
 from .errors import DataError
 from .evaluate import inference_context
 
@@ -137,6 +138,7 @@ def predict(
     batch_size: int = 64,
     device: str | torch.device | None = None,
     preprocess: bool = False,
+    channels_last: bool | str = "auto",
 ) -> list[Prediction]:
     """Predict the class of each input image.
 
@@ -150,6 +152,9 @@ def predict(
         batch_size: images per forward pass.
         device: where to run; ``None``: CUDA when present, else the CPU.
         preprocess: preprocess tensor inputs too.
+        channels_last: run channels-last (``True``), contiguous (``False``) or ``"auto"``: the
+            faster, timed forward-only on the first batch when there are at least 64 images
+            (else a choice made earlier in the process, or the model's current format).
 
     Returns:
         One :class:`Prediction` per image, in input order (a list even for one image).
@@ -165,6 +170,9 @@ def predict(
     k = _check_top_k(top_k)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"predict: batch_size must be an int >= 1, got {batch_size!r}.")
+    if not isinstance(channels_last, bool) and channels_last != "auto":
+        raise ValueError(f"predict: channels_last must be True, False or 'auto', got "
+                         f"{channels_last!r}.")
     task = getattr(model, "task", None)
     if task == "regression":
         raise ValueError("predict: the model's task is regression; call model(x) for its values.")
@@ -177,8 +185,9 @@ def predict(
     dev = resolve_device(device)
     outs = []
     with inference_context(model, dev):
-        for i in range(0, len(batch), batch_size):
-            outs.append(model(batch[i:i + batch_size].to(dev)).float().cpu())
+        parts = ((batch[i:i + batch_size].to(dev), None) for i in range(0, len(batch), batch_size))
+        for x, _ in in_chosen_format(model, parts, value=channels_last, n_images=len(batch)):
+            outs.append(model(x).float().cpu())
     logits = torch.cat(outs)  # (N, num_classes)
     probs = logits.sigmoid() if task == "multilabel" else logits.softmax(dim=1)
     return _to_predictions(probs, k, getattr(model, "class_names", None))

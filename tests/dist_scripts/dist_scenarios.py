@@ -47,7 +47,10 @@ RUNS: dict[str, dict] = {
     "lp_ft": {"strategy": "lp_ft", "probe_epochs": 2, "epochs": 2, "cache_features": False},
     "gradual": {"strategy": "gradual", "epochs": 3},
 }
-COMMON = {"optimizer": "sgd", "lr": 0.05, "augment": False, "progress": False, "seed": 0}
+# channels_last fixed: "auto" times the formats, and runs compared across processes must not
+# pick differently (the formats round differently)
+COMMON = {"optimizer": "sgd", "lr": 0.05, "augment": False, "progress": False, "seed": 0,
+          "channels_last": False}
 
 
 def finetune(name: str, batch_size: int, **extra) -> tuple[tk.TransferModel, tk.History]:

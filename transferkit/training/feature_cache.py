@@ -33,7 +33,7 @@ from ..backbones._base import is_batchnorm
 from ..heads import HEADS
 
 __all__ = [
-    "FeatureCache", "build_cache", "cache_skip_reason", "head_takes_pooled",
+    "FeatureCache", "build_cache", "cache_skip_reason", "default_cache_views", "head_takes_pooled",
     "eval_cache_for", "forget_eval_cache", "prune_eval_cache",
     "remember_eval_cache",
 ]
@@ -49,6 +49,26 @@ def head_takes_pooled(model) -> bool:
         return False
     spec = HEADS.get(name)
     return not spec.needs_map and model.head_options.get("pool", "avg") == "avg"
+
+
+#: Augmented views cached by default: a probe then runs the backbone at most twice over the data.
+AUTO_AUGMENTED_VIEWS = 2
+
+
+def default_cache_views(cache_views: int | None, *, augment: bool, custom_transform: bool,
+                        epochs: int) -> int:
+    """Views to cache for a frozen phase of ``epochs`` epochs.
+
+    ``cache_views`` given: that. ``None`` (the default): 1 without augmentation; with the
+    built-in augmentation ``min(AUTO_AUGMENTED_VIEWS, epochs)`` views, so that the probe costs
+    at most two backbone passes over the data (epoch ``e`` trains on view ``e % K``); with a
+    custom ``transform`` 0 (it may be random or not: the caller says, with ``cache_views``).
+    """
+    if cache_views is not None:
+        return cache_views
+    if custom_transform:
+        return 0
+    return min(AUTO_AUGMENTED_VIEWS, epochs) if augment else 1
 
 
 def cache_skip_reason(model, source_kind: str, augment: bool, cache_views: int, *,

@@ -23,6 +23,9 @@ class History:
         self.records: list[dict[str, Any]] = list(records or [])
         self.stopped_early = False
         self.best_epoch: int | None = None
+        # channels_last="auto": each format choice of the run (mode, channels_last, how, the
+        # timed seconds per format, the key, its cost); each record says the epoch's format.
+        self.memory_format: list[dict[str, Any]] = []
 
     def append(self, record: dict[str, Any]) -> None:
         self.records.append(dict(record))

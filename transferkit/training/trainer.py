@@ -166,6 +166,7 @@ class Trainer:
                 undo_sync_bn()
             self._restore_best()
             prune_eval_cache(model)  # a kept validation cache outlives the run only if valid
+            self.formats.finish(force=True)  # a run too short to time both formats
             self.history.memory_format = self.formats.choices
             for cb in cfg.callbacks:
                 _call(cb, "on_train_end", self, self.history)
