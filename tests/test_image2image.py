@@ -54,3 +54,33 @@ def test_target_checks():
         check_image_targets(torch.rand(2, 3, 16, 16) * 255, 3, images=x)
     with pytest.raises(DataError, match=r"Add the channel axis"):
         check_image_targets(torch.rand(2, 16, 16), 1, images=x)
+
+
+# -- the report -------------------------------------------------------------------------------
+def test_meter_averages_per_image_figures_and_recovers_the_baseline(tmp_path):
+    from transferkit.metrics.image import psnr, ssim
+    from transferkit.metrics.image2image import Image2ImageMeter, Image2ImageReport
+
+    g = torch.Generator().manual_seed(2)
+    target = torch.rand(6, 3, 24, 24, generator=g)
+    degraded = (target * 0.7 + 0.1).clamp(0, 1)
+    output = target + 0.05 * torch.randn(target.shape, generator=g)  # overshoots [0, 1]
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.5)
+    normed = (degraded - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+    meter = Image2ImageMeter(examples=2, mean=mean, std=std)
+    meter.update(output[:4], target[:4], normed[:4])  # two batches
+    meter.update(output[4:], target[4:], normed[4:])
+    r = meter.report()
+    clamped = output.clamp(0, 1)  # metrics score the clamped output
+    torch.testing.assert_close(r.psnr, float(psnr(clamped, target)), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(r.ssim, float(ssim(clamped, target)), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(r.baseline["psnr"], float(psnr(degraded, target)), rtol=1e-5,
+                               atol=1e-4)
+    torch.testing.assert_close(r.baseline["l1"], float((degraded - target).abs().mean()),
+                               rtol=1e-5, atol=1e-6)
+    assert r.n_samples == 6 and len(r.examples) == 2 and "perceptual" not in r.metrics
+    back = Image2ImageReport.from_dict(r.to_dict())
+    assert back.metrics == pytest.approx(r.metrics) and back.baseline == pytest.approx(r.baseline)
+    assert "baseline" in str(r) and "psnr" in str(r)
+    r.plot_panels(tmp_path / "panels.png")
+    assert (tmp_path / "panels.png").stat().st_size > 1000
