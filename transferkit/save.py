@@ -12,6 +12,7 @@ The format, version 1:
                   "feature_format": "map", "num_features": 512},
      "head": {"name": "linear", "options": {"dropout": 0.2}},
      "num_classes": 3, "class_names": ["cat", "dog", "fox"], "task": "multiclass",
+     ("segmentation": {"ignore_index": 255}, for a segmentation model)
      "data_config": {"input_size": [3, 224, 224], "resize_size": 256, ...},
      "frozen": {"parameters": ["backbone.model.conv1.weight", ...],
                 "batchnorm_eval": ["bn1", ...]}}
@@ -121,12 +122,20 @@ def _config(model: TransferModel, weights_name: str) -> dict[str, Any]:
         "num_classes": model.num_classes,
         "class_names": _json_safe(model.class_names, "class_names"),
         "task": getattr(model, "task", None),
+        **_task_settings(model),
         "data_config": bb.data_config.to_dict(),
         "frozen": {
             "parameters": [n for n, p in model.named_parameters() if not p.requires_grad],
             "batchnorm_eval": sorted(bb._frozen_bn),
         },
     }
+
+
+def _task_settings(model: TransferModel) -> dict[str, Any]:
+    """The settings of a dense task that evaluate and predict need after load."""
+    if getattr(model, "task", None) == "segmentation":
+        return {"segmentation": {"ignore_index": getattr(model, "ignore_index", 255)}}
+    return {}
 
 
 def _tensors(model: TransferModel) -> dict[str, Tensor]:
@@ -270,6 +279,9 @@ def _rebuild(config: dict[str, Any]) -> TransferModel:
                          class_names=config.get("class_names"), **head.get("options", {}))
     if config.get("task") is not None:
         model.task = config["task"]
+    seg = config.get("segmentation")
+    if isinstance(seg, dict) and "ignore_index" in seg:
+        model.ignore_index = seg["ignore_index"]
     return model
 
 

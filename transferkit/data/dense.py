@@ -160,7 +160,7 @@ def _mask_tensor(mask: Any) -> Tensor:
                 f"A mask is an {mask.mode} image; masks must hold one class index per pixel: "
                 "save them as single-channel (mode 'L' or 'I') or palette ('P') PNGs.")
         mask = np.asarray(mask)
-    t = torch.as_tensor(np.asarray(mask)) if not isinstance(mask, Tensor) else mask
+    t = torch.from_numpy(np.array(mask)) if not isinstance(mask, Tensor) else mask  # a copy
     if t.ndim == 3 and t.shape[0] == 1:
         t = t[0]
     return t if t.is_floating_point() or t.dtype == torch.bool else t.long()

@@ -56,6 +56,8 @@ class _Transformed(Dataset):
 
     def __getitem__(self, i: int):
         x, y = self.dataset[i][:2]
+        if getattr(self.transform, "paired", False):  # dense tasks: image and target together
+            return self.transform(x, y)
         return self.transform(x), y
 
 
@@ -155,7 +157,10 @@ class Source:
             for b in batch:
                 x = self.X[b].to(device, non_blocking=True)  # type: ignore[index]
                 y = self.targets[b].to(device, non_blocking=True)  # type: ignore[index]
-                yield (prep(x) if prep else x), y
+                if getattr(prep, "paired", False):  # dense: the targets move with the images
+                    yield prep(x, y)  # type: ignore[misc]
+                else:
+                    yield (prep(x) if prep else x), y
             return
         loader = self._samples_loader(batch_size, num_workers, device, drop_last, persistent)
         loader.sampler.order = list(order)  # type: ignore[attr-defined]
@@ -166,7 +171,7 @@ class Source:
             # Samples already transformed (folders) only need channels; raw tensors need all.
             x = fix_channels(x, prep.config.in_chans) if self.transform is not None else (
                 prep(x) if prep else x)
-            yield x, torch.as_tensor(y).to(device)
+            yield x, _targets_to(y, device)
 
     def _samples_loader(self, batch_size: int, num_workers: int, device: torch.device,
                         drop_last: bool, persistent: bool) -> DataLoader:
@@ -176,8 +181,10 @@ class Source:
         ds = self.dataset if self.transform is None else _Transformed(self.dataset, self.transform)
         # With workers, samples are seeded by _Seeded: the loader's own base seed must not
         # draw from the global random state (a resumed run would draw once more).
+        paired = getattr(self.transform, "paired", False)
         loader = DataLoader(
             _Seeded(ds), batch_size=batch_size, sampler=_EpochOrder(), num_workers=num_workers,
+            collate_fn=_dense_collate() if paired else None,
             pin_memory=device.type == "cuda", drop_last=drop_last,
             persistent_workers=persistent and num_workers > 0,
             generator=torch.Generator().manual_seed(0) if num_workers > 0 else None,
@@ -194,6 +201,19 @@ class Source:
                 f"The inputs hold NaN or infinite values (first bad samples: {bad}). Clean or "
                 "drop those samples before training."
             )
+
+
+def _targets_to(y: Any, device: torch.device) -> Any:
+    """A batch's targets on ``device``; a list (dense targets of different sizes) item by item."""
+    if isinstance(y, list) and y and isinstance(y[0], Tensor):
+        return [t.to(device, non_blocking=True) for t in y]
+    return torch.as_tensor(y).to(device)
+
+
+def _dense_collate():
+    from .dense import dense_collate
+
+    return dense_collate
 
 
 def _tensor_parts(data: Any) -> tuple[Tensor, Tensor, list[str] | None] | None:
@@ -216,8 +236,10 @@ def _tensor_parts(data: Any) -> tuple[Tensor, Tensor, list[str] | None] | None:
 
 def as_source(data: Any, config: DataConfig, *, train: bool, augment: bool = True,
               transform: Any = None, class_names: Sequence[str] | None = None,
-              skip_bad_images: bool = False) -> Source:
+              skip_bad_images: bool = False, target: str | None = None) -> Source:
     """Classify ``data`` into a :class:`Source` (see the module docstring).
+
+    ``target="mask"`` or ``"image"``: a dense task's data (:mod:`transferkit.data.dense`).
 
     An image folder is read by :class:`transferkit.data.files.ImageFiles`: its folders map to
     ``class_names`` (the model's) by name, and unreadable files raise (or are skipped with
@@ -227,6 +249,11 @@ def as_source(data: Any, config: DataConfig, *, train: bool, augment: bool = Tru
         raise DataError("No data was given: pass a Dataset, a DataLoader, (X, y) or a folder.")
     if isinstance(data, DataLoader):
         return Source("loader", n=len(data.dataset), loader=data)  # type: ignore[arg-type]
+    if target is not None:
+        from .dense import dense_source
+
+        return _non_empty(dense_source(data, config, train=train, augment=augment,
+                                       target=target, transform=transform))
     if isinstance(data, (str, os.PathLike)):
         return _folder_source(Path(data), config, train=train, augment=augment,
                               transform=transform, class_names=class_names,

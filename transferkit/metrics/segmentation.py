@@ -29,7 +29,8 @@ from torch.nn import functional as F
 
 from ..errors import MissingDependencyError
 
-__all__ = ["ConfusionMeter", "SegmentationReport", "segmentation_report", "plot_overlays",
+__all__ = ["ConfusionMeter", "SegmentationMeter", "SegmentationReport", "segmentation_report",
+           "plot_overlays",
            "DEFAULT_IGNORE_INDEX", "palette"]
 
 #: The label of pixels that are not scored or trained on (VOC's convention).
@@ -345,3 +346,72 @@ def plot_overlays(examples: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
         fig.savefig(path, dpi=100)
         plt.close(fig)
     return fig
+
+
+class SegmentationMeter:
+    """Everything :func:`transferkit.evaluate` accumulates for a segmentation model, batch by
+    batch: the pixel confusion matrix, the summed cross-entropy, and a few examples to draw.
+
+    Args:
+        num_classes, ignore_index: as in :class:`ConfusionMeter`.
+        class_names: names for the report.
+        examples: how many ``(image, truth, prediction)`` triples to keep.
+        mean, std: the inputs' normalisation (to show the images as they were).
+    """
+
+    def __init__(self, num_classes: int, *, ignore_index: int | None = DEFAULT_IGNORE_INDEX,
+                 class_names: Sequence[str] | None = None, examples: int = 4,
+                 mean: Sequence[float] = (0.0,), std: Sequence[float] = (1.0,)) -> None:
+        self.confusion = ConfusionMeter(num_classes, ignore_index)
+        self.class_names = class_names
+        self.examples_wanted = examples
+        self.examples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.mean, self.std = torch.tensor(mean), torch.tensor(std)
+        self.loss_sum = 0.0
+        self.pixels = 0
+
+    def update(self, logits: Tensor, masks: Tensor | list[Tensor], images: Tensor) -> None:
+        """Add a batch: logits ``(N, K, h, w)``, masks ``(N, H, W)`` (or a list of ``(H, W)``
+        of different sizes), and the model's inputs ``(N, C, h, w)``."""
+        if isinstance(masks, list):
+            for lo, m, im in zip(logits, masks, images):
+                self.update(lo[None], m[None], im[None])
+            return
+        if masks.is_floating_point() or masks.ndim != 3:
+            raise ValueError(f"evaluate: segmentation masks must be (N, H, W) integer class "
+                             f"indices, got {masks.dtype} {tuple(masks.shape)}.")
+        masks = masks.long()
+        logits = resize_logits(logits.float(), masks.shape[-2:])  # scored at the mask's size
+        ignore = self.confusion.ignore_index
+        valid = (masks != ignore) if ignore is not None else torch.ones_like(masks, dtype=torch.bool)
+        self.loss_sum += float(F.cross_entropy(
+            logits, masks.where(valid, 0), reduction="none")[valid].sum())
+        self.pixels += int(valid.sum())
+        pred = logits.argmax(1)
+        self.confusion.update(pred, masks)
+        self._keep(images, masks, pred)
+
+    def _keep(self, images: Tensor, masks: Tensor, pred: Tensor) -> None:
+        for im, m, p in zip(images, masks, pred):
+            if len(self.examples) >= self.examples_wanted:
+                return
+            im = im.detach().float().cpu()
+            c = im.shape[0]
+            im = im * self.std[:c, None, None] + self.mean[:c, None, None]
+            im = im.clamp(0, 1).permute(1, 2, 0).numpy()
+            self.examples.append((im if c == 3 else np.repeat(im[..., :1], 3, axis=2),
+                                  m.cpu().numpy(), p.cpu().numpy()))
+
+    def all_reduce(self, dist: Any) -> None:
+        """Sum over processes (under ``torchrun``)."""
+        if getattr(dist, "is_distributed", False):
+            self.confusion.all_reduce(dist)
+            self.loss_sum, self.pixels = dist.sum([self.loss_sum, float(self.pixels)])
+
+    def report(self) -> SegmentationReport:
+        r = segmentation_report(self.confusion.matrix, n_samples=self.confusion.n_samples,
+                                class_names=self.class_names,
+                                ignore_index=self.confusion.ignore_index,
+                                loss=self.loss_sum / self.pixels if self.pixels else None)
+        r.examples = self.examples
+        return r

@@ -1,4 +1,8 @@
-"""The three tasks: their losses, their target checks, and their running training metric."""
+"""The tasks: their losses, their target checks, and their running training metric.
+
+The classification tasks live here; each dense task keeps its own in one module
+(:mod:`transferkit.training.segmentation`), and the functions below dispatch to it.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +12,51 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import DataError
+from .segmentation import (DEFAULT_IGNORE_INDEX, SEGMENTATION_LOSSES, check_masks,
+                           make_segmentation_loss, pixel_correct)
 
-__all__ = ["TASKS", "make_loss", "check_targets", "check_class_count", "batch_correct"]
+__all__ = ["TASKS", "DENSE_TASKS", "LOSSES", "make_loss", "check_targets", "check_class_count",
+           "check_loss", "batch_correct", "dense_target"]
 
-TASKS = ("multiclass", "multilabel", "regression")
+TASKS = ("multiclass", "multilabel", "regression", "segmentation")
+#: Tasks whose targets are per pixel, and the kind of target each takes (data/dense.py).
+DENSE_TASKS = {"segmentation": "mask"}
+#: ``finetune(loss=...)``: the values each task accepts; the first is its default.
+LOSSES: dict[str, tuple[str, ...]] = {
+    "multiclass": ("ce",), "multilabel": ("bce",), "regression": ("mse",),
+    "segmentation": SEGMENTATION_LOSSES,
+}
+
+
+def dense_target(task: str) -> str | None:
+    """``"mask"`` / ``"image"`` for a dense task, ``None`` for classification and regression."""
+    return DENSE_TASKS.get(task)
+
+
+def check_loss(task: str, loss: str | None) -> None:
+    """``loss`` must be ``None`` (the task's default) or one of ``LOSSES[task]``."""
+    allowed = LOSSES.get(task, ())
+    if loss is not None and loss not in allowed:
+        raise ValueError(
+            f"finetune: loss {loss!r} does not apply to task {task!r}; it takes one of "
+            f"{list(allowed)} (default {allowed[0]!r})."
+        )
 
 
 def check_targets(targets: Tensor | None, task: str, num_classes: int,
-                  classes: list[str] | None = None) -> None:
-    """Fail before training on labels that the head cannot learn."""
+                  classes: list[str] | None = None, *, images: Tensor | None = None,
+                  ignore_index: int | None = DEFAULT_IGNORE_INDEX) -> None:
+    """Fail before training on labels that the head cannot learn (``images``: the inputs,
+    when known, for the dense tasks' size checks)."""
+    if task == "segmentation":
+        return check_masks(targets, num_classes, images=images, ignore_index=ignore_index)
+    if task == "multiclass" and targets is not None and targets.ndim == 3:
+        raise DataError(
+            f"The targets have shape {tuple(targets.shape)}: they look like segmentation masks "
+            "(N, H, W), but the model has a classification head. Build a dense head, "
+            "replace_head(backbone, num_classes, head='unet') (its task is 'segmentation'), "
+            "or pass one class index per image."
+        )
     if classes is not None and task == "multiclass" and len(classes) != num_classes:
         raise DataError(
             f"The data has {len(classes)} classes ({classes[:5]}{'...' if len(classes) > 5 else ''})"
@@ -88,8 +128,16 @@ def check_label_range(y: Tensor, num_classes: int) -> None:
 
 def make_loss(task: str, *, label_smoothing: float = 0.0, class_weights: Any = None,
               pos_weight: Any = None, targets: Tensor | None = None,
-              num_classes: int | None = None) -> nn.Module:
-    """The loss of ``task``; ``class_weights="balanced"`` uses inverse class frequencies."""
+              num_classes: int | None = None, loss: str | None = None,
+              ignore_index: int | None = DEFAULT_IGNORE_INDEX) -> nn.Module:
+    """The loss of ``task``; ``class_weights="balanced"`` uses inverse class frequencies
+    (of pixels, for segmentation); ``loss`` picks among ``LOSSES[task]``."""
+    check_loss(task, loss)
+    if task == "segmentation":
+        return make_segmentation_loss(loss, class_weights=class_weights,
+                                      label_smoothing=label_smoothing, masks=targets,
+                                      num_classes=int(num_classes or 1),
+                                      ignore_index=ignore_index)
     if task == "multiclass":
         weight = None
         if isinstance(class_weights, str):
@@ -123,10 +171,37 @@ class _MSE(nn.Module):
         return nn.functional.mse_loss(out, y.to(out.dtype))
 
 
-def batch_correct(task: str, out: Tensor, y: Tensor) -> float:
-    """Correct predictions in a batch: top-1 hits, or exact multilabel matches at 0.5."""
+def batch_correct(task: str, out: Tensor, y: Tensor,
+                  ignore_index: int | None = DEFAULT_IGNORE_INDEX) -> float:
+    """Correct predictions in a batch: top-1 hits, exact multilabel matches at 0.5, or (for
+    segmentation) the sum of each image's pixel accuracy."""
+    if task == "segmentation":
+        return pixel_correct(out, y, ignore_index)
     if task == "multiclass":
         return float((out.argmax(1) == y).sum())
     if task == "multilabel":
         return float(((out > 0) == (y > 0.5)).all(1).sum())
     return float("nan")
+
+
+def head_is_dense(model: Any) -> bool:
+    """Whether ``model``'s head predicts per pixel (``TransferModel.dense``)."""
+    return bool(getattr(model, "dense", False))
+
+
+def check_task_fits_head(task: str, model: Any) -> None:
+    """A dense task needs a dense head and a classification task a classification head."""
+    dense = head_is_dense(model)
+    if task in DENSE_TASKS and not dense:
+        raise ValueError(
+            f"finetune: task {task!r} predicts per pixel, but the head {model.head_name!r} "
+            "is a classification head (one output vector per image). Build a dense head: "
+            "replace_head(backbone, num_classes, head='unet') (or 'fcn', 'deeplabv3', "
+            "'dense_linear')."
+        )
+    if dense and task not in DENSE_TASKS:
+        raise ValueError(
+            f"finetune: the head {model.head_name!r} predicts per pixel, but task is {task!r}. "
+            f"Use a dense task ({', '.join(DENSE_TASKS)}; the default for this model) or a "
+            "classification head."
+        )
