@@ -14,8 +14,11 @@ from torch.utils.data import DataLoader
 from ._utils import AMP_CHOICES, autocast, autocast_dtype
 from .data.sources import iter_eval_batches, resolve_device
 from .distributed import DistContext
+from .dense import evaluate_dense
 from .errors import DataError
+from .metrics.segmentation import SegmentationReport
 from .training.feature_cache import eval_cache_for
+from .training.memory_format import in_chosen_format
 from .metrics.classification import TASKS, EvalReport, _check_options, compute_report
 
 __all__ = ["evaluate", "infer_task", "inference_context"]
@@ -124,7 +127,9 @@ def evaluate(
     channels_last: bool | str = "auto",
     progress: bool = True,
     class_names: Sequence[str] | None = None,
-) -> EvalReport:
+    ignore_index: int | None = None,
+    examples: int = 4,
+) -> EvalReport | SegmentationReport:
     """Evaluate ``model`` on ``data``: one pass in eval mode, then :func:`compute_report`.
 
     Args:
@@ -146,8 +151,18 @@ def evaluate(
         progress: show a tqdm progress bar.
         class_names: names for the per-class figures (default: ``model.class_names``, then
             ``data.classes``).
+        ignore_index: segmentation: the mask label left out of every figure (``None``: the
+            one the model was trained with, else 255).
+        examples: segmentation: image / truth / prediction triples kept for
+            ``report.plot_overlays``.
 
     Returns:
+        For a model with a dense head (segmentation), a
+        :class:`~transferkit.metrics.segmentation.SegmentationReport`: each image is resized
+        to the model's crop size and its logits back to its mask's own size, and every figure
+        (pixel accuracy, IoU and Dice per class and their means, frequency-weighted IoU, the
+        pixel confusion matrix) comes from one confusion matrix summed over the batches.
+        Otherwise
         An :class:`EvalReport` with ``seconds`` and ``images_per_second`` of the pass. Under
         ``torchrun`` each process evaluates every ``world``-th sample and every rank returns
         the report of the whole data (see ``docs/distributed.md``).
@@ -160,6 +175,11 @@ def evaluate(
         >>> report.n_samples
         6
     """
+    if getattr(model, "dense", False):  # per-pixel metrics (transferkit/dense.py)
+        return evaluate_dense(model, data, task=task or model.task or "segmentation",
+                              batch_size=batch_size, num_workers=num_workers, device=device,
+                              amp=amp, progress=progress, class_names=class_names,
+                              ignore_index=ignore_index, examples=examples)
     if task is not None and task not in TASKS:
         raise ValueError(f"evaluate: task must be None or one of {list(TASKS)}, got {task!r}.")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -167,6 +187,9 @@ def evaluate(
     _check_options(top_k, (0.5,), 15)
     if amp not in _AMP or not isinstance(amp, (bool, str)):
         raise ValueError(f"evaluate: amp must be one of {list(_AMP)}, got {amp!r}.")
+    if not isinstance(channels_last, bool) and channels_last != "auto":
+        raise ValueError(f"evaluate: channels_last must be True, False or 'auto', got "
+                         f"{channels_last!r}.")
     dist = DistContext.from_env(resolve_device(device))
     dev = dist.device  # cuda:LOCAL_RANK under torchrun
     # Under torchrun each rank evaluates samples rank::world (each sample once); a DataLoader

@@ -89,6 +89,9 @@ def cache_skip_reason(model, source_kind: str, augment: bool, cache_views: int, 
         return "frozen BatchNorm layers are in train mode (bn='train')"
     if source_kind == "loader":
         return "the data is a DataLoader, whose batches may be augmented or shuffled its own way"
+    if getattr(model, "dense", False) and (augment or custom_transform):
+        return ("the image/mask pairs are augmented (a cached view of an image would need its "
+                "own view of the mask); pass augment=False to cache the encoder's maps")
     if custom_transform and cache_views < 1:
         return ("a custom transform may be random (pass cache_views=K to cache K views of it, "
                 "cache_views=1 when it is deterministic)")
@@ -168,6 +171,9 @@ def _allocate(shape: tuple[int, ...], dtype: torch.dtype, budget: int
     return torch.from_numpy(mm), path, mm
 
 
+allocate_store = _allocate  # the dense cache (dense_cache.py) allocates by the same rule
+
+
 def _remove(path: str) -> None:
     try:
         os.unlink(path)
@@ -211,6 +217,14 @@ def build_cache(model, source, *, prep_for_view, views: int, batch_size: int,
                leave=False, dynamic_ncols=True)
     try:
         with torch.inference_mode():
+            if getattr(model, "dense", False):  # the stage maps the dense head reads
+                from .dense_cache import build_dense_cache
+
+                return build_dense_cache(  # type: ignore[return-value]
+                    model, source, prep_for_view=prep_for_view, views=views,
+                    batch_size=batch_size, device=device, dtype=dtype,
+                    memory_budget=memory_budget, num_workers=num_workers, order=order,
+                    autocast=autocast, channels_last=channels_last, bar=bar)
             for v in range(views):
                 pos = 0
                 for x, y in source.batches(order, batch_size=batch_size, device=device,
