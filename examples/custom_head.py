@@ -2,8 +2,9 @@
 
 The head here is generalised-mean (GeM) pooling followed by a linear layer: GeM averages the
 feature map raised to a learnt power p (p = 1 is average pooling, large p approaches max
-pooling), which often helps with small objects. Because it reads the spatial map, it is
-registered with ``needs_map=True``: a feature cache then keeps the map, not pooled vectors.
+pooling), which often helps with small objects. It reads the spatial map, so it is registered
+with the defaults: a feature cache keeps the map for it (only a head registered with
+``pooled=True``, one that average-pools first, gets pooled vectors).
 
     python examples/custom_head.py          # digits, pretrained EfficientNet-Lite0, ~30 s
     python examples/custom_head.py --tiny   # seconds (for the tests)
@@ -37,7 +38,7 @@ class GeM(nn.Module):
         return x.mean(dim=(2, 3)).pow(1.0 / self.p)  # (N, C)
 
 
-@tk.register_head("gem_linear", needs_map=True, replace=True)
+@tk.register_head("gem_linear", replace=True)
 def gem_linear(in_features: int, num_classes: int, *, p: float = 3.0,
                dropout: float = 0.0) -> nn.Module:
     """GeM pooling, dropout, linear."""

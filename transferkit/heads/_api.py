@@ -2,7 +2,9 @@
 
 A head receives the backbone's unpooled output, a map ``(N, C, H, W)`` or a vector ``(N, C)``,
 and owns its pooling, so that heads which need the spatial map (``vgg_classifier``) and heads
-which pool (``linear``) plug into any backbone alike.
+which pool (``linear``) plug into any backbone alike. The feature cache gives a head what it
+sees at inference: the map, unless the head declares ``pooled=True`` (it average-pools first,
+so the cache may keep only the pooled vector).
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ class HeadSpec:
     Attributes:
         name: registry name.
         builder: ``builder(in_features, num_classes, **options) -> nn.Module``.
-        needs_map: the head uses the spatial map, not only pooled features (feature caches
-            then keep the map).
+        pooled: the head's first step is a global average pool (with its ``pool`` option
+            ``"avg"``), so feature caches may keep pooled vectors instead of maps. ``False``
+            (the default, safe for any head): caches keep the map the head reads.
         description: one line for listings.
         dense: a dense (per-pixel) head: ``builder(feature_info, num_classes, **options)``
             gets the backbone's :attr:`~transferkit.backbones.Backbone.feature_info` (a list
@@ -40,21 +43,36 @@ class HeadSpec:
 
     name: str
     builder: Callable[..., nn.Module]
-    needs_map: bool = False
+    pooled: bool = False
     description: str = ""
     dense: bool = False
+
+    @property
+    def needs_map(self) -> bool:
+        """The head reads the map (not only its average): the opposite of :attr:`pooled`."""
+        return not self.pooled
 
 
 HEADS: Registry[HeadSpec] = Registry("head", "list_heads")
 
 
 def register_head(
-    name: str, *, needs_map: bool = False, dense: bool = False, replace: bool = False
+    name: str, *, pooled: bool = False, needs_map: bool | None = None, dense: bool = False,
+    replace: bool = False,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register a head builder under ``name`` (a decorator); usable by name at once.
 
-    ``dense=True`` registers a per-pixel head (segmentation, image-to-image): see
-    :class:`HeadSpec` for the builder's and the module's signatures.
+    Args:
+        name: the registry name (lower_snake).
+        pooled: declare that the head starts with a global *average* pool; ``finetune``'s
+            feature cache then keeps pooled vectors (smaller) instead of maps. Leave it
+            ``False`` for a head that max-pools, attends or keeps space: it is then trained on
+            the same maps it sees at inference.
+        needs_map: the older spelling: ``needs_map=True`` is the default, ``needs_map=False``
+            means ``pooled=True``.
+        dense: a per-pixel head (segmentation, image-to-image): see :class:`HeadSpec` for the
+            builder's and the module's signatures.
+        replace: replace a head registered under ``name`` (else a duplicate raises).
 
     Example:
         >>> import torch.nn as nn, transferkit as tk
@@ -66,10 +84,16 @@ def register_head(
         True
     """
 
+    if needs_map and pooled:
+        raise ValueError(
+            f"register_head({name!r}): needs_map=True contradicts pooled=True; pass "
+            "pooled=True for a head that average-pools first, nothing for one that reads the map."
+        )
+    pooled = (pooled or needs_map is False) and not dense
+
     def make(fn: Callable[..., nn.Module]) -> HeadSpec:
         doc = (fn.__doc__ or "").strip().split("\n")[0]
-        return HeadSpec(name=name, builder=fn, needs_map=needs_map or dense, description=doc,
-                        dense=dense)
+        return HeadSpec(name=name, builder=fn, pooled=pooled, description=doc, dense=dense)
 
     return HEADS.decorator(name, make, replace)
 

@@ -31,7 +31,7 @@ class CosineClassifier(nn.Module):
         return self.log_scale.exp() * x @ w.t()  # (N, K)
 
 
-@register_head("cosine")
+@register_head("cosine", pooled=True)
 def cosine(in_features: int, num_classes: int, *, scale: float = 10.0,
            learn_scale: bool = True, pool: str = "avg") -> nn.Module:
     """L2-normalised features and class weights with a learnable scale."""

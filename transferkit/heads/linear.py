@@ -8,7 +8,7 @@ from ._api import register_head
 from ._pool import GlobalPool
 
 
-@register_head("linear")
+@register_head("linear", pooled=True)
 def linear(in_features: int, num_classes: int, *, dropout: float = 0.0,
            pool: str = "avg") -> nn.Module:
     """Global average pool, dropout, linear: the standard transfer head."""

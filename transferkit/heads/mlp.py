@@ -12,7 +12,7 @@ from ._pool import GlobalPool
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
 
 
-@register_head("mlp")
+@register_head("mlp", pooled=True)
 def mlp(
     in_features: int,
     num_classes: int,

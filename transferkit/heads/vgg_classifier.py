@@ -34,7 +34,7 @@ class VGGClassifier(nn.Module):
         return self.classifier(x.flatten(1))
 
 
-@register_head("vgg_classifier", needs_map=True)
+@register_head("vgg_classifier")
 def vgg_classifier(in_features: int, num_classes: int, *, pool_size: int = 7,
                    hidden: int = 4096, dropout: float = 0.5) -> nn.Module:
     """VGG's classifier: 7x7 average pool, 4096-4096-num_classes with ReLU and Dropout."""

@@ -48,7 +48,7 @@ def head_takes_pooled(model) -> bool:
     if name not in HEADS:
         return False
     spec = HEADS.get(name)
-    return not spec.needs_map and model.head_options.get("pool", "avg") == "avg"
+    return spec.pooled and model.head_options.get("pool", "avg") == "avg"
 
 
 #: Augmented views cached by default: a probe then runs the backbone at most twice over the data.
