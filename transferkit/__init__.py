@@ -17,10 +17,13 @@ from .backbones import (
 from .cross_validate import CrossValidationResult, cross_validate
 from .data import stratified_split
 from .evaluate import evaluate
+from .export import ExportResult, export
 from .finetune import finetune
 from .training import EarlyStopping, FinetuneConfig
 from .freeze import FreezeSummary, freeze, unfreeze
 from .training import History
+from .training.callbacks import Callback
+from .training.loggers import CSVLogger, MLflowLogger, TensorBoardLogger
 from .heads import get_head_spec, list_heads, register_head
 from .load_backbone import load_backbone
 from .metrics import EvalReport, compute_report
@@ -47,20 +50,26 @@ def __getattr__(name: str):
 __all__ = [
     "Backbone",
     "BackboneSpec",
+    "CSVLogger",
+    "Callback",
     "CrossValidationResult",
     "DataConfig",
     "EarlyStopping",
     "EvalReport",
+    "ExportResult",
     "FinetuneConfig",
     "FreezeSummary",
     "History",
+    "MLflowLogger",
     "Prediction",
     "Ranking",
+    "TensorBoardLogger",
     "TransferModel",
     "compute_report",
     "cross_validate",
     "errors",
     "evaluate",
+    "export",
     "finetune",
     "freeze",
     "get_backbone_spec",

@@ -6,8 +6,10 @@ from typing import Any
 
 from .training.config import EarlyStopping, FinetuneConfig
 from .training.history import History
+from .training.loggers import make_loggers
 from .training.trainer import Trainer
 from .transfer_model import TransferModel
+from .tracking import close_failed, finish_logging
 
 __all__ = ["finetune", "FinetuneConfig", "EarlyStopping"]
 
@@ -51,7 +53,9 @@ def finetune(model: TransferModel, train_data: Any, val_data: Any = None, **opti
             ``replace_head(..., seed=)``: both seeds give the same weights in any process,
             with ``deterministic=True`` or a fixed ``channels_last``) and
             ``deterministic``; ``early_stopping`` (an :class:`EarlyStopping` or a metric name);
-            ``checkpoint_dir`` and ``resume``; ``callbacks``; ``progress``;
+            ``checkpoint_dir`` and ``resume``; ``callbacks`` (see :class:`Callback`);
+            ``loggers`` (``["csv", "tensorboard", "mlflow"]`` or Logger objects) with
+            ``log_dir`` and ``tracking_uri`` (docs/tracking.md); ``progress``;
             ``cache_features`` (on: a frozen backbone runs once per sample), ``cache_views``
             (default: 1 without augmentation, 2 augmented views with it, so that a probe costs
             at most two backbone passes; 0 turns the cache off under augmentation),
@@ -92,4 +96,12 @@ def finetune(model: TransferModel, train_data: Any, val_data: Any = None, **opti
             known = sorted(FinetuneConfig.__dataclass_fields__)
             raise TypeError(f"finetune: {exc}. Known options: {known}.") from None
         raise
-    return Trainer(model, train_data, val_data, config).fit()
+    loggers = make_loggers(config.loggers, config.log_dir, config.tracking_uri)  # no files yet
+    config.callbacks = (*config.callbacks, *loggers)
+    try:
+        history = Trainer(model, train_data, val_data, config).fit()
+    except BaseException:
+        close_failed(loggers)
+        raise
+    finish_logging(loggers, model, val_data, history, device=config.device)
+    return history

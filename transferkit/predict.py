@@ -139,6 +139,7 @@ def predict(
     device: str | torch.device | None = None,
     preprocess: bool = False,
     channels_last: bool | str = "auto",
+    runtime: str = "torch",
 ) -> list[Prediction]:
     """Predict the class of each input image.
 
@@ -155,6 +156,9 @@ def predict(
         channels_last: run channels-last (``True``), contiguous (``False``) or ``"auto"``: the
             faster, timed forward-only on the first batch when there are at least 64 images
             (else a choice made earlier in the process, or the model's current format).
+        runtime: ``"torch"``, or ``"onnxruntime"``: ``model`` is then a ``.onnx`` file from
+            :func:`transferkit.export` (or an :class:`~transferkit.onnx_runtime.OnnxModel`),
+            served with the same preprocessing, read from the file's metadata.
 
     Returns:
         One :class:`Prediction` per image, in input order (a list even for one image).
@@ -173,6 +177,11 @@ def predict(
     if not isinstance(channels_last, bool) and channels_last != "auto":
         raise ValueError(f"predict: channels_last must be True, False or 'auto', got "
                          f"{channels_last!r}.")
+    if runtime != "torch":
+        from .onnx_runtime import predict_exported
+
+        return predict_exported(model, inputs, runtime=runtime, top_k=k, batch_size=batch_size,
+                                preprocess=preprocess)
     task = getattr(model, "task", None)
     if task == "regression":
         raise ValueError("predict: the model's task is regression; call model(x) for its values.")

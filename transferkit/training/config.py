@@ -90,6 +90,9 @@ class FinetuneConfig:
     sync_batchnorm: bool = False
     dist_backend: str | None = None
     skip_bad_images: bool = False
+    loggers: Sequence[Any] = field(default_factory=tuple)
+    log_dir: str | os.PathLike | None = None
+    tracking_uri: str | None = None
 
     def __post_init__(self) -> None:
         _check_int("epochs", self.epochs, 1)
@@ -141,6 +144,9 @@ class FinetuneConfig:
                             f"{type(self.callbacks).__name__}. Wrap one callback in a list: "
                             "callbacks=[cb].")
         self.callbacks = tuple(self.callbacks)
+        from .loggers import check_loggers
+
+        self.loggers = check_loggers(self.loggers, self.log_dir, self.tracking_uri)
         if isinstance(self.early_stopping, str):
             self.early_stopping = EarlyStopping(metric=self.early_stopping)
         elif isinstance(self.early_stopping, dict):

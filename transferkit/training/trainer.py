@@ -29,6 +29,7 @@ from ..errors import DataError, TrainingError
 from ..backbones._base import is_batchnorm
 from .feature_cache import (DEFAULT_MEMORY_BUDGET, FeatureCache, build_cache, cache_skip_reason,
                             default_cache_views, prune_eval_cache, remember_eval_cache)
+from .callbacks import call_hook
 from .config import FinetuneConfig
 from .resume import check_architecture, check_resume, run_options
 from .._io import folder_lock, remove_stale_tmp
@@ -153,6 +154,8 @@ class Trainer:
             self.dist.broadcast_module(model)  # every rank starts from rank 0's weights
             undo_sync_bn = (self.dist.convert_sync_batchnorm(model) if cfg.sync_batchnorm
                             else (lambda: None))
+            for cb in cfg.callbacks:
+                _call(cb, "on_train_start", self)
             try:
                 for p_idx in range(start_phase, len(self.phases)):
                     phase = self.phases[p_idx]
@@ -596,10 +599,7 @@ class Trainer:
                 "steps_per_epoch": ck.get("steps_per_epoch")}
 
 
-def _call(obj: Any, hook: str, *args: Any) -> None:
-    fn = getattr(obj, hook, None)
-    if callable(fn):
-        fn(*args)
+_call = call_hook  # the Callback protocol's dispatch (training/callbacks.py)
 
 
 def _seek_schedule(scheduler, step: int) -> None:
