@@ -5,15 +5,12 @@ images are at the crop size and the backbone's ``resize_size`` equals its crop, 
 preprocessing is the normalisation, which the plain loop writes out too; the plain loop then
 computes the accuracy. ``evaluate`` does all of that under ``torch.inference_mode`` and also
 builds its whole report (loss, top-k, per-class precision/recall/F1, confusion matrix, ECE).
-The model is a fresh one (no cache from a finetune run is reused). Printed (each the median
+Printed (each the median
 over interleaved rounds, higher is better):
 
 - ``evaluate_speedup``: plain loop time / ``evaluate`` time (the whole call, report included);
 - ``evaluate_pass_speedup``: plain loop time / the pass alone (``report.seconds``: batches,
-  preprocessing and forward, without computing the report);
-- ``evaluate_reusing_probe_cache_speedup``: plain loop time / ``evaluate`` on the validation
-  data of a finished linear probe, which reuses that run's cached features (the head runs,
-  the backbone does not). A different workload from the plain loop's: shown apart.
+  preprocessing and forward, without computing the report).
 
 Usage::
 
@@ -67,16 +64,6 @@ def run(repeats: int = 9, samples: int = 256, size: int = 64,
     times["pass"] = pass_seconds[-repeats:]  # the warm-up round's is dropped
     out = {"evaluate_speedup": ratio(times, "plain", "evaluate"),
            "evaluate_pass_speedup": ratio(times, "plain", "pass")}
-
-    # A linear probe with (X, y) as validation data leaves its cache for evaluate.
-    probed = resnet18_at(size, num_classes)
-    tk.finetune(probed, (X[:64], y[:64]), (X, y), epochs=1, strategy="linear_probe",
-                augment=False, progress=False, device="cpu")
-    reuse = {"evaluate": lambda: tk.evaluate(probed, (X, y), batch_size=batch_size,
-                                             progress=False, device="cpu"),
-             "plain": lambda: plain_eval(probed, X, y, batch_size)}
-    times = interleaved(reuse, repeats)
-    out["evaluate_reusing_probe_cache_speedup"] = ratio(times, "plain", "evaluate")
     return out
 
 

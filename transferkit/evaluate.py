@@ -11,13 +11,12 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from ._utils import AMP_CHOICES, autocast, autocast_dtype
+from ._utils import AMP_CHOICES, autocast
 from .data.sources import iter_eval_batches, resolve_device
 from .distributed import DistContext
 from .dense import evaluate_dense
 from .errors import DataError
 from .metrics.segmentation import SegmentationReport
-from .training.feature_cache import eval_cache_for
 from .training.memory_format import in_chosen_format
 from .metrics.classification import TASKS, EvalReport, _check_options, compute_report
 
@@ -198,17 +197,13 @@ def evaluate(
         data, DataLoader)
     start = time.perf_counter()
     with inference_context(model, dev):
-        # finetune's validation features of this very data, while provably still valid
-        kept = None if shard else eval_cache_for(model, data, device=dev,
-                                                 amp_dtype=autocast_dtype(amp, dev))
         batches = _batches(data, model, batch_size, num_workers, dev,
-                           *((dist.rank, dist.world) if shard else (0, 1))) if kept is None else (
-            kept.batches(range(kept.n), batch_size=batch_size, device=dev))
-        if kept is None and hasattr(model, "backbone"):
+                           *((dist.rank, dist.world) if shard else (0, 1)))
+        if hasattr(model, "backbone"):
             batches = in_chosen_format(model, batches, value=channels_last,
                                        autocast=lambda: _autocast(dev, amp),
                                        batch_size=batch_size)
-        outputs, targets = _gather(model if kept is None else model.head, batches, dev, amp,
+        outputs, targets = _gather(model, batches, dev, amp,
                                    progress and dist.is_main, allow_empty=shard)
     if shard:  # every rank gets every sample's output, in the data's order
         outputs, targets = dist.unshard(outputs), dist.unshard(targets)

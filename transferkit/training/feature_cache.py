@@ -8,10 +8,8 @@ augmented views per sample can be precomputed (``cache_views=K``); epoch ``e`` u
 the unpooled map for heads that need it (``vgg_classifier``, custom heads).
 
 A cache larger than the memory budget lives in a disk memmap (a temporary file, removed when
-the cache is freed). After a run whose last phase kept the backbone frozen, the validation
-cache stays attached to the model (weakly) so that :func:`transferkit.evaluate` on the same
-validation tensors reuses it, but only while :func:`eval_cache_for` can show that the backbone
-weights, the data tensors and the preprocessing are unchanged.
+the cache is freed). A cache lives only for its run: :func:`transferkit.evaluate` always runs
+the model (the run's last validation figures are in its ``History``).
 """
 
 from __future__ import annotations
@@ -27,19 +25,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..backbones._base import is_batchnorm
 from ..heads import HEADS
 
 __all__ = [
     "FeatureCache", "build_cache", "cache_skip_reason", "default_cache_views", "head_takes_pooled",
-    "eval_cache_for", "forget_eval_cache", "prune_eval_cache",
-    "remember_eval_cache",
 ]
 
 DEFAULT_MEMORY_BUDGET = 4 * 2**30  # bytes kept in RAM before the cache moves to a disk memmap
-EVAL_CACHE_LIMIT = 512 * 2**20  # largest in-memory validation cache kept for evaluate
 
 
 def head_takes_pooled(model) -> bool:
@@ -249,85 +244,3 @@ def build_cache(model, source, *, prep_for_view, views: int, batch_size: int,
     return FeatureCache(store, torch.cat(targets), path, keep)  # type: ignore[arg-type]
 
 
-# -- reuse by evaluate ------------------------------------------------------------------------
-_EVAL_CACHES: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, FeatureCache, Any]]" = (
-    weakref.WeakKeyDictionary())
-
-
-def _backbone_state(model) -> tuple:
-    """Identity, version counter and float64 sum of every backbone parameter and buffer.
-
-    A version counter moves with every in-place write (optimiser steps, ``load_state_dict``);
-    the sums also catch writes through ``.data``, which bypass the counter.
-    """
-    bb = model.backbone
-    tensors = [t.detach() for t in (*bb.parameters(), *bb.buffers())]
-    with torch.no_grad():
-        sums = [t.sum(dtype=torch.float64) for t in tensors if t.is_floating_point()]
-        sums = torch.stack(sums).cpu().tolist() if sums else []
-    return (tuple((t.data_ptr(), t._version, tuple(t.shape)) for t in tensors), tuple(sums),
-            bb.data_config, head_takes_pooled(model))
-
-
-def _data_state(data: Any) -> tuple | None:
-    """Identity, version and sum of in-memory ``(X, y)`` tensors; ``None`` for other data."""
-    if isinstance(data, torch.utils.data.TensorDataset):
-        tensors = list(data.tensors[:2])
-    elif isinstance(data, (tuple, list)) and len(data) == 2 and all(
-            isinstance(t, Tensor) for t in data):
-        tensors = list(data)
-    else:
-        return None  # files, datasets and loaders can change behind our back: never reused
-    with torch.no_grad():
-        return tuple((id(t), t.data_ptr(), t._version, tuple(t.shape),
-                      float(t.sum(dtype=torch.float64))) for t in tensors)
-
-
-def remember_eval_cache(model, data: Any, cache: FeatureCache, *,
-                        amp_dtype: torch.dtype | None, device: torch.device) -> bool:
-    """Keep ``cache`` (``model``'s backbone features of ``data``, computed just now) for reuse.
-
-    Only one-view, float32, in-memory caches of ``(X, y)`` tensors or a ``TensorDataset`` up to
-    ``EVAL_CACHE_LIMIT`` bytes are kept, one per model, for as long as the model lives (or
-    until :func:`forget_eval_cache`). Returns whether it was kept.
-    """
-    data_key = _data_state(data)
-    if (data_key is None or cache.on_disk or cache.views != 1 or cache.nbytes > EVAL_CACHE_LIMIT
-            or cache.features.dtype != torch.float32):  # float16 would change evaluate's figures
-        return False
-    key = (data_key, _backbone_state(model), amp_dtype, device.type)
-    _EVAL_CACHES[model] = (key, cache, data)  # ``data`` is held so that its ids stay unique
-    return True
-
-
-def eval_cache_for(model, data: Any, *, amp_dtype: torch.dtype | None,
-                   device: torch.device) -> FeatureCache | None:
-    """The kept features of ``data`` for ``model``, when they provably still hold; else ``None``.
-
-    They hold when the data tensors are the same (identity, version counter, sum), every
-    backbone tensor is the same (storage, version counter, sum), and so are the preprocessing
-    (``data_config``), the kind of head (pooled or map), the autocast dtype and the device type.
-    A cache whose backbone has changed is dropped.
-    """
-    entry = _EVAL_CACHES.get(model)
-    if entry is None:
-        return None
-    (data_key, bb_key, amp_key, dev_key), cache, _ = entry
-    if _backbone_state(model) != bb_key:
-        _EVAL_CACHES.pop(model, None)  # the backbone moved on: these features never hold again
-        return None
-    if (amp_dtype, device.type) != (amp_key, dev_key) or _data_state(data) != data_key:
-        return None
-    return cache
-
-
-def forget_eval_cache(model) -> None:
-    """Drop the validation cache kept for ``model`` (frees its memory)."""
-    _EVAL_CACHES.pop(model, None)
-
-
-def prune_eval_cache(model) -> None:
-    """Drop the cache kept for ``model`` when its backbone has changed since it was built."""
-    entry = _EVAL_CACHES.get(model)
-    if entry is not None and _backbone_state(model) != entry[0][1]:
-        _EVAL_CACHES.pop(model, None)

@@ -28,7 +28,7 @@ from ..data.dense import batch_prep
 from ..errors import DataError, TrainingError
 from ..backbones._base import is_batchnorm
 from .feature_cache import (DEFAULT_MEMORY_BUDGET, FeatureCache, build_cache, cache_skip_reason,
-                            default_cache_views, prune_eval_cache, remember_eval_cache)
+                            default_cache_views)
 from .callbacks import call_hook
 from .config import FinetuneConfig
 from .resume import check_architecture, check_resume, run_options
@@ -84,7 +84,7 @@ class Trainer:
         self.cache: FeatureCache | None = None
         self.val_cache: FeatureCache | None = None
         self.cache_forward_samples = 0  # samples the backbone saw while building caches
-        self.val_data = val_data  # its cache may be kept for evaluate (feature_cache)
+        self.val_data = val_data
         self._check_early_stopping()
         # -- all checked: now the model records the run's task and preprocessing --
         model.task = config.task  # save/evaluate/predict read it
@@ -168,7 +168,6 @@ class Trainer:
                 self.dist.release()
                 undo_sync_bn()
             self._restore_best()
-            prune_eval_cache(model)  # a kept validation cache outlives the run only if valid
             self.formats.finish(force=True)  # a run too short to time both formats
             self.history.memory_format = self.formats.choices
             for cb in cfg.callbacks:
@@ -492,10 +491,6 @@ class Trainer:
                 memory_budget=budget, num_workers=self._workers(vsrc), order=vorder,
                 autocast=self._autocast, channels_last=self.channels_last,
                 progress=cfg.progress and self.dist.is_main, desc="feature cache (val)")
-            if not self.dist.is_distributed and cfg.transform is None and not (
-                    self.target):  # evaluate may reuse it (classification caches only)
-                remember_eval_cache(self.model, self.val_data, self.val_cache,
-                                    amp_dtype=self._amp_dtype, device=self.device)
 
     # -- amp ------------------------------------------------------------------------------
     @property
