@@ -26,6 +26,7 @@ from .training.callbacks import Callback
 from .training.loggers import CSVLogger, MLflowLogger, TensorBoardLogger
 from .heads import get_head_spec, list_heads, register_head
 from .load_backbone import load_backbone
+from .lr_find import LRFinderResult, lr_find
 from .metrics import EvalReport, compute_report
 from .predict import Prediction, predict
 from .selection import Ranking, rank_backbones
@@ -60,6 +61,7 @@ __all__ = [
     "FinetuneConfig",
     "FreezeSummary",
     "History",
+    "LRFinderResult",
     "MLflowLogger",
     "Prediction",
     "Ranking",
@@ -78,6 +80,7 @@ __all__ = [
     "list_heads",
     "load",
     "load_backbone",
+    "lr_find",
     "predict",
     "rank_backbones",
     "register_backbone",
