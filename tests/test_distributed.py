@@ -97,6 +97,17 @@ def test_two_processes_end_with_the_weights_of_one_process_with_double_batch(two
 
 
 @pytest.mark.slow
+def test_cached_probe_on_two_processes_equals_the_uncached_one(two_procs):
+    """Cached 2-process == uncached 2-process (== 1-process, the test above): each rank
+    caches its shard, the shards are joined, and epochs run the sampler's global order."""
+    cached, plain = _result(two_procs, "probe_cached", 0), _result(two_procs, "probe_uncached", 0)
+    assert [r["cached"] for r in cached["history"]] == [True] * 3
+    assert [r["cached"] for r in plain["history"]] == [False] * 3
+    for key, value in plain["state"].items():
+        torch.testing.assert_close(cached["state"][key], value, msg=key)
+
+
+@pytest.mark.slow
 def test_the_weight_comparison_can_fail(two_procs):
     """One process with the per-process batch b (not 2b) ends elsewhere, far beyond tolerance."""
     r0 = _result(two_procs, "full", 0)

@@ -46,6 +46,9 @@ RUNS: dict[str, dict] = {
     "lp_ft_cached": {"strategy": "lp_ft", "probe_epochs": 2, "epochs": 2, "shuffle": False},
     "lp_ft": {"strategy": "lp_ft", "probe_epochs": 2, "epochs": 2, "cache_features": False},
     "gradual": {"strategy": "gradual", "epochs": 3},
+    # shuffled cached probe: cached and uncached runs must see the same global batches
+    "probe_cached": {"strategy": "linear_probe", "epochs": 3},
+    "probe_uncached": {"strategy": "linear_probe", "epochs": 3, "cache_features": False},
 }
 # channels_last fixed: "auto" times the formats, and runs compared across processes must not
 # pick differently (the formats round differently)

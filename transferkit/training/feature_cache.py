@@ -19,7 +19,7 @@ import math
 import os
 import tempfile
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +31,8 @@ from ..backbones._base import is_batchnorm
 from ..heads import HEADS
 
 __all__ = [
-    "FeatureCache", "build_cache", "cache_skip_reason", "default_cache_views", "head_takes_pooled",
+    "FeatureCache", "build_cache", "cache_skip_reason", "default_cache_views", "gather_cache",
+    "head_takes_pooled",
 ]
 
 DEFAULT_MEMORY_BUDGET = 4 * 2**30  # bytes kept in RAM before the cache moves to a disk memmap
@@ -244,3 +245,13 @@ def build_cache(model, source, *, prep_for_view, views: int, batch_size: int,
     return FeatureCache(store, torch.cat(targets), path, keep)  # type: ignore[arg-type]
 
 
+def gather_cache(cache: FeatureCache, unshard: Callable[[Tensor], Tensor]) -> FeatureCache:
+    """Every rank's shard of a distributed cache joined into the whole cache, in memory.
+
+    Rank ``r`` cached the samples ``r::world``; ``unshard`` (``DistContext.unshard``) puts
+    them back in sample order, so that position ``i`` holds sample ``i`` on every rank and
+    a cached epoch can run the same sampler order as an uncached one. Features are small
+    (one vector or map per sample and view), so every rank holding all of them is cheap.
+    """
+    features = unshard(cache.features.movedim(1, 0).contiguous()).movedim(0, 1)  # (V, N, ...)
+    return FeatureCache(features.contiguous(), unshard(cache.targets))

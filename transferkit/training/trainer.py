@@ -28,7 +28,7 @@ from ..data.dense import batch_prep
 from ..errors import DataError, TrainingError
 from ..backbones._base import is_batchnorm
 from .feature_cache import (DEFAULT_MEMORY_BUDGET, FeatureCache, build_cache, cache_skip_reason,
-                            default_cache_views)
+                            default_cache_views, gather_cache)
 from .callbacks import call_hook
 from .config import FinetuneConfig
 from .resume import check_architecture, check_resume, run_options
@@ -352,8 +352,12 @@ class Trainer:
             is_batchnorm(m) for m in self.model.modules())
 
     def _cache_positions(self) -> list[int]:
-        # This rank cached samples rank::world (position == index with one process); it trains
-        # on them in the order the one-process shuffle gives, padded to an equal step count.
+        if self._cache_whole:  # position == sample index on every rank: the uncached order
+            return self.train_source.indices(self.epoch, shuffle=self.cfg.shuffle,
+                                             seed=self.cfg.seed, rank=self.dist.rank,
+                                             world=self.dist.world)
+        # A dense cache stays sharded: this rank cached samples rank::world and trains on
+        # them in the order the one-process shuffle gives, padded to an equal step count.
         order = self.train_source.indices(self.epoch, shuffle=self.cfg.shuffle,
                                           seed=self.cfg.seed)
         return shard_positions(order, self.dist.rank, self.dist.world)
@@ -479,6 +483,11 @@ class Trainer:
                 order=order, autocast=self._autocast, channels_last=self.channels_last,
                 progress=cfg.progress and self.dist.is_main, desc="feature cache")
         self.cache_forward_samples += len(order) * views
+        # Distributed: join the ranks' shards, so that cached epochs see the same global
+        # batches as uncached ones (the sampler's order) and as one process.
+        self._cache_whole = not self.dist.is_distributed or isinstance(self.cache, FeatureCache)
+        if self.dist.is_distributed and isinstance(self.cache, FeatureCache):
+            self.cache = gather_cache(self.cache, self.dist.unshard)
         if not self.cache.on_disk:
             budget = max(0, budget - self.cache.nbytes)
         if self.val_source is not None:
