@@ -229,7 +229,7 @@ def test_save_refuses_what_load_cannot_rebuild(tmp_path):
 def test_predict_on_tensors():
     model = _model()
     x = torch.rand(4, 3, 32, 32)
-    preds = predict(model, x, top_k=2, device="cpu")
+    preds = predict(model, x, top_k=2, device="cpu", preprocess=False)  # model-ready inputs
     with torch.no_grad():
         probs = model(x).softmax(1)
     assert len(preds) == 4 and all(isinstance(p, Prediction) for p in preds)
@@ -240,7 +240,7 @@ def test_predict_on_tensors():
         assert len(p.top_indices) == 2 and p.top_indices[0] == p.index
         assert p.top_probabilities[0] >= p.top_probabilities[1]
         assert p.top_class_names == tuple(["cat", "dog", "fox"][i] for i in p.top_indices)
-    assert len(predict(model, x[0], top_k=10)[0].top_indices) == 3  # clipped to num_classes
+    assert len(predict(model, x[0], top_k=10, preprocess=False)[0].top_indices) == 3  # clipped
 
 
 def test_predict_on_pil_image_and_path_matches_eval_transform(tmp_path):
@@ -270,7 +270,7 @@ def test_predict_preprocess_tensor(tmp_path):
     (torch.rand(3, 32), {}, DataError, r"one image \(C, H, W\) or a batch"),
     ([], {}, DataError, r"inputs is empty"),
     ("/nonexistent/x.png", {}, FileNotFoundError, r"image file '/nonexistent/x.png' does not"),
-    ([torch.rand(3, 32, 32), torch.rand(3, 40, 40)], {}, DataError,
+    ([torch.rand(3, 32, 32), torch.rand(3, 40, 40)], {"preprocess": False}, DataError,
      r"different shapes.*preprocess=True"),
     (torch.rand(3, 32, 32), {"top_k": 0}, ValueError, r"top_k must be an int >= 1, got 0"),
 ])

@@ -30,6 +30,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from ..errors import DataError
+from .preprocess import pil_pixels
 
 __all__ = ["ImageFiles", "check_image", "load_image"]
 
@@ -70,13 +71,14 @@ def check_image(path: str | os.PathLike) -> str | None:
 
 
 def load_image(path: str) -> Any:
-    """Open an image file as an RGB PIL image; a decoding error names the file."""
+    """Open an image file as an RGB PIL image, by the decoding rule of
+    :func:`transferkit.data.preprocess.pil_pixels`; a decoding error names the file."""
     from PIL import Image
 
     try:
         with open(path, "rb") as f:
             img = Image.open(f)
-            return img.convert("RGB")
+            return pil_pixels(img).convert("RGB")  # upright, 16-bit scaled, then RGB
     except Exception as exc:
         raise DataError(f"Cannot read the image {path!r} ({type(exc).__name__}: {exc}). "
                         "Remove or replace the file.") from None

@@ -8,6 +8,8 @@ One place for the rules of the tensor path (every verb reads ``(X, y)`` through
   channels-last ``(N, H, W, C)`` batch is refused with the ``permute`` that fixes it; other
   ranks (a 5-D video batch) are refused. A list of PIL images (sizes may differ) is read
   like an image folder, sample by sample.
+- Pixels: ``uint8``, integers in 0..255, or floats in [0, 1]
+  (:func:`transferkit.data.preprocess.check_pixels`, checked once over all of ``X``).
 - ``y``: integer class indices ``(N,)`` (``(N, 1)`` is flattened), multi-hot or real-valued
   targets ``(N, K)``. Strings are refused with the mapping that fixes them.
 """
@@ -23,6 +25,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ..errors import DataError
+from .preprocess import check_pixels
 
 __all__ = ["PILPairs", "is_pil_list", "to_tensor", "image_tensor", "label_tensor"]
 
@@ -96,6 +99,9 @@ def image_tensor(X: Tensor, in_chans: int) -> Tensor:
             f"Images of shape {tuple(X.shape)} look channels-last (N, H, W, C); transferkit "
             "takes (N, C, H, W). Pass X.permute(0, 3, 1, 2) (numpy: X.transpose(0, 3, 1, 2))."
         )
+    check_pixels(X)  # the pixel rule of preprocess.py, once over all the data
+    if not X.is_floating_point() and X.dtype != torch.uint8:
+        X = X.to(torch.uint8)  # integers in 0..255: uint8 (a quarter or an eighth the memory)
     return X
 
 

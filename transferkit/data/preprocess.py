@@ -32,7 +32,8 @@ from ..backbones import DataConfig
 from ..errors import DataError
 
 __all__ = ["RRC_RATIO", "RRC_SCALE", "BatchPrep", "fix_channels", "geometry", "random_boxes",
-           "sample_transform", "to_float_pixels"]
+           "sample_transform", "to_float_pixels", "check_pixels", "pil_pixels",
+           "PIXEL_TOLERANCE"]
 
 #: Area range of the training random resized crop: torchvision's ``RandomResizedCrop`` default.
 RRC_SCALE: tuple[float, float] = (0.08, 1.0)
@@ -176,10 +177,85 @@ def random_boxes(n: int, height: int, width: int, *, scale: tuple[float, float] 
 
 
 def to_float_pixels(x: Tensor) -> Tensor:
-    """``uint8`` pixels to float in [0, 1]; floats pass through."""
+    """``uint8`` pixels (or integers in 0..255) to float in [0, 1]; float pixels must already
+    be in [0, 1] (see :func:`check_pixels`)."""
+    check_pixels(x)
     if x.dtype == torch.uint8:
         return TF.to_dtype(x, torch.float32, scale=True)  # as v2.ToDtype does for PIL images
-    return x if x.is_floating_point() else x.float()
+    if not x.is_floating_point():  # integers in 0..255: the same scale as uint8
+        return TF.to_dtype(x.to(torch.uint8), torch.float32, scale=True)
+    return x
+
+
+#: Float pixels may overshoot [0, 1] by this much (rounding, a resize's ringing).
+PIXEL_TOLERANCE = 0.01
+
+
+def check_pixels(x: Tensor) -> None:
+    """The pixel rule of every tensor path: ``uint8`` (0..255), other integers in 0..255, or
+    finite floats in [0, 1]. Anything else raises :class:`DataError` with the fix.
+
+    Example:
+        >>> check_pixels(torch.full((1, 3, 4, 4), 200.0))
+        Traceback (most recent call last):
+        ...
+        transferkit.errors.DataError: Float pixels must be in [0, 1], got values in [200, 200]: they look like 0..255 values. Divide by 255 (X / 255), or pass uint8 pixels.
+    """
+    if x.dtype == torch.uint8 or x.numel() == 0:
+        return
+    if x.is_floating_point():
+        if not bool(torch.isfinite(x).all()):
+            raise DataError("The images hold NaN or infinite pixel values. Clean or drop those "
+                            "images first.")
+        lo, hi = (float(v) for v in torch.aminmax(x))
+        if lo >= -PIXEL_TOLERANCE and hi <= 1 + PIXEL_TOLERANCE:
+            return
+        why = ("they look like 0..255 values. Divide by 255 (X / 255), or pass uint8 pixels"
+               if lo >= 0 and hi <= 255 else
+               "they look normalised already. Pass unnormalised pixels (transferkit "
+               "normalises with the backbone's mean and std), or a DataLoader of ready batches "
+               "(predict: preprocess=False)")
+        raise DataError(f"Float pixels must be in [0, 1], got values in [{lo:.4g}, {hi:.4g}]: "
+                        f"{why}.")
+    if x.dtype == torch.bool or x.is_complex():
+        raise DataError(f"Pixels must be uint8 or float, got {x.dtype}.")
+    lo, hi = (int(v) for v in torch.aminmax(x))
+    if lo < 0 or hi > 255:
+        raise DataError(
+            f"Integer pixels must be in 0..255 (uint8), got {x.dtype} values in [{lo}, {hi}]. "
+            "Pass uint8, or float in [0, 1] (for 16-bit images: X / 65535)."
+        )
+
+
+def pil_pixels(image: Any) -> Any:
+    """A PIL image upright and at 8 bits: the decoding rule of every PIL path.
+
+    The EXIF orientation is applied (``ImageOps.exif_transpose``: a phone photo taken
+    sideways is shown upright), and 16-bit or 32-bit images (modes ``I;16``, ``I``, ``F``) are
+    scaled by their bit depth to 8-bit grey, so that a 0..65535 gradient stays a gradient
+    (``convert("RGB")`` saturates it to white). Other inputs are returned unchanged.
+    """
+    from PIL import Image, ImageOps
+
+    if not isinstance(image, Image.Image):
+        return image
+    if image.getexif().get(0x0112, 1) != 1:  # 0x0112: Orientation; 1 is upright
+        image = ImageOps.exif_transpose(image)
+    if image.mode.startswith("I") or image.mode == "F":
+        import numpy as np
+
+        a = np.asarray(image, dtype=np.float64)
+        hi = float(a.max()) if a.size else 0.0
+        if image.mode.startswith("I;16"):
+            scale = 65535.0
+        elif image.mode == "F" and hi <= 1.0:
+            scale = 1.0
+        else:
+            scale = next((s for s in (255.0, 65535.0) if hi <= s and (image.mode == "F"
+                                                                      or s == 65535.0)), hi)
+        image = Image.fromarray(np.clip(a / max(scale, 1e-12) * 255 + 0.5, 0, 255)
+                                .astype(np.uint8), "L")
+    return image
 
 
 def _check_channels(x: Tensor, in_chans: int) -> None:
@@ -216,7 +292,8 @@ def sample_transform(config: DataConfig, *, train: bool, augment: bool = True) -
         >>> tuple(sample_transform(cfg, train=False)(Image.new("L", (40, 50))).shape)
         (3, 32, 32)
     """
-    head: list[Any] = [v2.RGB()] if config.in_chans == 3 else [v2.Grayscale(config.in_chans)]
+    head: list[Any] = [pil_pixels]  # upright, 8-bit (EXIF orientation, 16-bit scaling)
+    head += [v2.RGB()] if config.in_chans == 3 else [v2.Grayscale(config.in_chans)]
     return v2.Compose(head + [v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
                               *geometry(config, train=train, augment=augment).transforms,
                               v2.Normalize(list(config.mean), list(config.std))])
