@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from .backbones import DataConfig
 from .data.sources import BatchPrep, fix_channels, resolve_device, sample_transform
 from .training.memory_format import in_chosen_format
-from .errors import DataError
+from .errors import DataError, TrainingError
 from .evaluate import inference_context
 
 __all__ = ["predict", "Prediction", "eval_transform"]
@@ -99,6 +99,13 @@ def _prepare(item: Any, config: DataConfig, preprocess: bool, tf: Any) -> Tensor
     if isinstance(item, Tensor):
         if preprocess:
             return BatchPrep(config, train=False)(item[None])[0]
+        if not item.is_floating_point():
+            raise DataError(
+                f"predict: a {item.dtype} tensor holds raw pixels, not model inputs; let "
+                "predict preprocess it (preprocess=True, the default)."
+            )
+        if not bool(torch.isfinite(item).all()):
+            raise DataError("predict: the input tensor holds NaN or infinite values.")
         return fix_channels(item[None].float(), config.in_chans)[0]
     image = _open_image(item) if isinstance(item, (str, os.PathLike)) else item
     return tf(image)
@@ -137,7 +144,7 @@ def predict(
     top_k: int = 1,
     batch_size: int = 64,
     device: str | torch.device | None = None,
-    preprocess: bool = False,
+    preprocess: bool = True,
     channels_last: bool | str = "auto",
     runtime: str = "torch",
 ) -> list[Prediction]:
@@ -146,13 +153,15 @@ def predict(
     Args:
         model: a :class:`TransferModel` (its ``data_config`` preprocesses images).
         inputs: a tensor ``(C, H, W)`` or ``(N, C, H, W)``, a PIL image, an image path, or a
-            list of those. PIL images and files are preprocessed with :func:`eval_transform`;
-            tensors are taken as already preprocessed unless ``preprocess=True`` (then
-            ``uint8`` or [0, 1] float pixels are resized, cropped and normalised).
+            list of those. Every input is preprocessed as :func:`transferkit.evaluate` does:
+            PIL images and files with :func:`eval_transform`, tensors (``uint8``, or float
+            pixels in [0, 1]) resized, cropped and normalised. Inputs are read, preprocessed
+            and run ``batch_size`` at a time, so memory stays bounded for many files.
         top_k: how many classes each prediction lists (at most the number of classes).
         batch_size: images per forward pass.
         device: where to run; ``None``: CUDA when present, else the CPU.
-        preprocess: preprocess tensor inputs too.
+        preprocess: ``False``: float tensors are already model inputs (normalised, at the
+            crop size) and are used as they are; ``uint8`` tensors are refused then.
         channels_last: run channels-last (``True``), contiguous (``False``) or ``"auto"``: the
             faster, timed forward-only on the first batch when there are at least 64 images
             (else a choice made earlier in the process, or the model's current format).
@@ -187,16 +196,23 @@ def predict(
         raise ValueError("predict: the model's task is regression; call model(x) for its values.")
     config = model.backbone.data_config
     tf = eval_transform(config)
-    images = [_prepare(x, config, preprocess, tf) for x in _flatten(inputs)]
-    if not images:
+    items = _flatten(inputs)
+    if not items:
         raise DataError("predict: inputs is empty; give at least one image.")
-    batch = _stack(images)
     dev = resolve_device(device)
+    # Read and preprocess batch_size inputs at a time: memory holds one batch of images.
+    parts = ((_stack([_prepare(x, config, preprocess, tf) for x in items[i:i + batch_size]])
+              .to(dev), None) for i in range(0, len(items), batch_size))
     outs = []
     with inference_context(model, dev):
-        parts = ((batch[i:i + batch_size].to(dev), None) for i in range(0, len(batch), batch_size))
-        for x, _ in in_chosen_format(model, parts, value=channels_last, n_images=len(batch)):
+        for x, _ in in_chosen_format(model, parts, value=channels_last, n_images=len(items)):
             outs.append(model(x).float().cpu())
     logits = torch.cat(outs)  # (N, num_classes)
+    if not bool(torch.isfinite(logits).all()):
+        bad = (~torch.isfinite(logits)).any(1).nonzero().flatten()[:5].tolist()
+        raise TrainingError(
+            f"predict: the model's outputs are NaN or infinite (inputs {bad}); its weights "
+            "hold non-finite values, as after a diverged training. Load a good checkpoint."
+        )
     probs = logits.sigmoid() if task == "multilabel" else logits.softmax(dim=1)
     return _to_predictions(probs, k, getattr(model, "class_names", None))
