@@ -18,6 +18,7 @@ from .cross_validate import CrossValidationResult, cross_validate
 from .data import stratified_split
 from .evaluate import evaluate
 from .export import ExportResult, export
+from .explain import Explanation, explain
 from .finetune import finetune
 from .training import EarlyStopping, FinetuneConfig
 from .freeze import FreezeSummary, freeze, unfreeze
@@ -57,6 +58,7 @@ __all__ = [
     "DataConfig",
     "EarlyStopping",
     "EvalReport",
+    "Explanation",
     "ExportResult",
     "FinetuneConfig",
     "FreezeSummary",
@@ -71,6 +73,7 @@ __all__ = [
     "cross_validate",
     "errors",
     "evaluate",
+    "explain",
     "export",
     "finetune",
     "freeze",

@@ -213,5 +213,6 @@ def evaluate(
     names = _class_names(class_names, model, data, k) if task != "regression" else None
     report = compute_report(targets, outputs, task=task, top_k=top_k, class_names=names)
     report.seconds = seconds
+    report.data = data  # a reference, for plot_top_losses
     report.images_per_second = len(targets) / seconds if seconds > 0 else None
     return report

@@ -57,6 +57,8 @@ class EvalReport:
     class_names: list[str] | None = None
     seconds: float | None = None
     images_per_second: float | None = None
+    samples: dict[str, np.ndarray] | None = field(default=None, repr=False)  # error_analysis
+    data: Any = field(default=None, repr=False)  # what evaluate ran on (a reference)
 
     def __getattr__(self, name: str) -> float:
         metrics = self.__dict__.get("metrics")
@@ -136,6 +138,26 @@ class EvalReport:
             >>> fig = report.plot_confusion_matrix("cm.png", normalize="true")  # doctest: +SKIP
         """
         return _plot_confusion_matrix(self, path, normalize)
+
+    def top_losses(self, k: int = 9) -> list:
+        """The ``k`` samples with the highest cross-entropy, highest first: index, true and
+        predicted class, probability, loss (multiclass; see :mod:`.error_analysis`).
+
+        Example:
+            >>> [t.index for t in report.top_losses(3)]  # doctest: +SKIP
+            [17, 4, 250]
+        """
+        from .error_analysis import top_losses
+
+        return top_losses(self, k)
+
+    def plot_top_losses(self, k: int = 9, path: str | Path | None = None, *,
+                        data: Any = None) -> Any:
+        """A figure of the ``k`` highest-loss samples (images from ``data``, default: the data
+        ``evaluate`` ran on); saved to ``path`` when given. Needs matplotlib."""
+        from .error_analysis import plot_top_losses
+
+        return plot_top_losses(self, k, path, data=data)
 
 
 def _json_float(v: Any) -> float | int | None:
@@ -529,4 +551,8 @@ def compute_report(
         parts = _multiclass(_check_class_targets(y, out.shape[1]), out, keys, top_k, n_bins, loss)
     else:
         parts = _multilabel(_check_multilabel_targets(y, out.shape), out, keys, thresholds, loss)
+    if task == "multiclass":
+        from .error_analysis import per_sample
+
+        parts["samples"] = per_sample(_check_class_targets(y, out.shape[1]), out)
     return EvalReport(task, len(y), out.shape[1], class_names=names, **parts)
