@@ -12,9 +12,10 @@ maps are one per scale, shallow to deep.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -73,11 +74,14 @@ def run_with_taps(
 
 
 def _reduction(size: int, out: int) -> int:
-    """Input side / map side: exact when it divides, else the nearest power of two (strided
-    convolutions without padding, as in Inception, round the sides)."""
-    if size % out == 0:
-        return size // out
-    return 2 ** round(math.log2(size / out))
+    """Input side / map side as the network's stride: the nearest power of two when the ratio
+    is within 10% of one (EfficientNet-B1 at 240 px has a 8 px map: 32, not 30; Inception's
+    unpadded convolutions round the sides), else the exact ratio (ViT-H/14: 14)."""
+    ratio = size / out
+    p2 = 2 ** round(math.log2(ratio))
+    if abs(ratio - p2) <= 0.1 * p2 or size % out:
+        return p2
+    return size // out
 
 
 def _meta_copy(backbone: "Backbone") -> "Backbone":
@@ -87,6 +91,18 @@ def _meta_copy(backbone: "Backbone") -> "Backbone":
         meta = torch.empty_like(t, device="meta")
         memo[id(t)] = nn.Parameter(meta, t.requires_grad) if isinstance(t, nn.Parameter) else meta
     return copy.deepcopy(backbone, memo)
+
+
+@contextlib.contextmanager
+def _eval_mode(module: nn.Module) -> Iterator[None]:
+    """Eval mode inside, and every submodule's own mode restored after."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 def _probe(backbone: "Backbone", x: Tensor) -> tuple[dict[int, tuple[str, Tensor]], dict[int, str]]:
@@ -121,22 +137,23 @@ def _probe(backbone: "Backbone", x: Tensor) -> tuple[dict[int, tuple[str, Tensor
 def describe_stages(backbone: "Backbone") -> tuple[list[dict[str, Any]], list[int]]:
     """``(feature_info, candidate indices)`` of ``backbone`` from one dummy forward.
 
-    The forward runs on a meta-device copy (no weights are copied); models whose ops have no
-    meta kernel fall back to a no-grad CPU forward in eval mode (the mode is restored).
+    The forward runs in eval mode on a meta-device copy (no weights are copied), or on the
+    backbone itself when it was built on the meta device; models whose ops have no meta
+    kernel fall back to a no-grad forward of a zero image (every module's mode is restored).
     """
     size = backbone._probe_size()
+    on_meta = all(t.is_meta for t in list(backbone.parameters()) + list(backbone.buffers()))
     try:
-        probe = _meta_copy(backbone)
+        probe = backbone if on_meta else _meta_copy(backbone)  # built on meta: no copy needed
         x = torch.empty(2, backbone.data_config.in_chans, size, size, device="meta")
-        cands, owners = _probe(probe, x)
+        with _eval_mode(probe):  # eval: BatchNorm's meta kernels are half the cost of train's
+            cands, owners = _probe(probe, x)
     except (NotImplementedError, RuntimeError):
-        was = backbone.training
-        backbone.eval()
-        try:
+        if on_meta:
+            raise
+        with _eval_mode(backbone):
             cands, owners = _probe(backbone, torch.zeros(1, backbone.data_config.in_chans,
                                                          size, size))
-        finally:
-            backbone.train(was)
     info: list[dict[str, Any]] = []
     index: list[int] = []
     for i, (path, t) in cands.items():
