@@ -14,6 +14,7 @@ from .backbones import (
     list_backbones,
     register_backbone,
 )
+from .calibrate import CalibrationResult, calibrate
 from .cross_validate import CrossValidationResult, cross_validate
 from .data import stratified_split
 from .evaluate import evaluate
@@ -53,6 +54,7 @@ __all__ = [
     "Backbone",
     "BackboneSpec",
     "CSVLogger",
+    "CalibrationResult",
     "Callback",
     "CrossValidationResult",
     "DataConfig",
@@ -69,6 +71,7 @@ __all__ = [
     "Ranking",
     "TensorBoardLogger",
     "TransferModel",
+    "calibrate",
     "compute_report",
     "cross_validate",
     "errors",

@@ -19,6 +19,9 @@ from .errors import DataError
 from .metrics.segmentation import SegmentationReport
 from .training.memory_format import in_chosen_format
 from .metrics.classification import TASKS, EvalReport, _check_options, compute_report
+from .metrics.classification import expected_calibration_error
+from .metrics.temperature import apply_temperature, get_temperature
+from .data.tta import resolve_tta, tta_forward
 
 __all__ = ["evaluate", "infer_task", "inference_context"]
 
@@ -85,8 +88,8 @@ def _autocast(device: torch.device, amp: bool | str) -> Any:
 
 
 def _gather(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], device: torch.device,
-            amp: bool | str, progress: bool, allow_empty: bool = False
-            ) -> tuple[Tensor, Tensor]:
+            amp: bool | str, progress: bool, allow_empty: bool = False,
+            tta: list | None = None) -> tuple[Tensor, Tensor]:
     from tqdm.auto import tqdm
 
     outs: list[Tensor] = []
@@ -94,7 +97,7 @@ def _gather(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], device: 
     with tqdm(desc="evaluate", unit="img", disable=not progress, leave=False) as bar:
         for x, y in batches:
             with _autocast(device, amp):
-                out = model(x)
+                out = tta_forward(model, x, tta)  # model(x) without TTA
             outs.append(out.float().cpu())
             ys.append(torch.as_tensor(y).cpu())
             bar.update(len(x))
@@ -128,6 +131,7 @@ def evaluate(
     class_names: Sequence[str] | None = None,
     ignore_index: int | None = None,
     examples: int = 4,
+    tta: Any = None,
 ) -> EvalReport | SegmentationReport:
     """Evaluate ``model`` on ``data``: one pass in eval mode, then :func:`compute_report`.
 
@@ -154,6 +158,10 @@ def evaluate(
             one the model was trained with, else 255).
         examples: segmentation: image / truth / prediction triples kept for
             ``report.plot_overlays``.
+        tta: test-time augmentation (classification): ``"flip"`` (the image and its mirror)
+            or a list of torchvision v2 transforms of the preprocessed batch, each one more
+            view; the logits of the original and the views are averaged
+            (``transferkit.data.tta``).
 
     Returns:
         For a model with a dense head (segmentation), a
@@ -174,6 +182,10 @@ def evaluate(
         >>> report.n_samples
         6
     """
+    views = resolve_tta(tta, "evaluate")
+    if views is not None and getattr(model, "dense", False):
+        raise ValueError("evaluate: tta is for classification models; a dense head's masks "
+                         "would need each view undone.")
     if getattr(model, "dense", False):  # per-pixel metrics (transferkit/dense.py)
         return evaluate_dense(model, data, task=task or model.task or "segmentation",
                               batch_size=batch_size, num_workers=num_workers, device=device,
@@ -204,14 +216,19 @@ def evaluate(
                                        autocast=lambda: _autocast(dev, amp),
                                        batch_size=batch_size)
         outputs, targets = _gather(model, batches, dev, amp,
-                                   progress and dist.is_main, allow_empty=shard)
+                                   progress and dist.is_main, allow_empty=shard, tta=views)
     if shard:  # every rank gets every sample's output, in the data's order
         outputs, targets = dist.unshard(outputs), dist.unshard(targets)
     seconds = time.perf_counter() - start
     task = task or infer_task(model, outputs, targets)
     k = outputs.shape[1] if outputs.ndim == 2 else 1
     names = _class_names(class_names, model, data, k) if task != "regression" else None
+    raw, outputs = outputs, apply_temperature(model, outputs, task)  # calibrate's T, if any
     report = compute_report(targets, outputs, task=task, top_k=top_k, class_names=names)
+    if outputs is not raw and len(targets):  # ECE before and after temperature scaling
+        report.metrics["ece_uncalibrated"] = expected_calibration_error(
+            raw.double().softmax(1).numpy(), targets.long().numpy())
+        report.metrics["temperature"] = get_temperature(model)
     report.seconds = seconds
     report.data = data  # a reference, for plot_top_losses
     report.images_per_second = len(targets) / seconds if seconds > 0 else None

@@ -16,6 +16,8 @@ from .data.sources import BatchPrep, fix_channels, resolve_device, sample_transf
 from .training.memory_format import in_chosen_format
 from .errors import DataError, TrainingError
 from .evaluate import inference_context
+from .metrics.temperature import apply_temperature
+from .data.tta import resolve_tta, tta_forward
 
 __all__ = ["predict", "Prediction", "eval_transform"]
 
@@ -147,6 +149,7 @@ def predict(
     preprocess: bool = True,
     channels_last: bool | str = "auto",
     runtime: str = "torch",
+    tta: Any = None,
 ) -> list[Prediction]:
     """Predict the class of each input image.
 
@@ -168,11 +171,14 @@ def predict(
         runtime: ``"torch"``, or ``"onnxruntime"``: ``model`` is then a ``.onnx`` file from
             :func:`transferkit.export` (or an :class:`~transferkit.onnx_runtime.OnnxModel`),
             served with the same preprocessing, read from the file's metadata.
+        tta: test-time augmentation, as in :func:`transferkit.evaluate`: ``"flip"`` or a list
+            of torchvision v2 transforms; the logits over the views are averaged.
 
     Returns:
         One :class:`Prediction` per image, in input order (a list even for one image).
-        Probabilities are a softmax over the classes, or per-label sigmoids for a model whose
-        ``task`` is ``"multilabel"``.
+        Probabilities are a softmax over the classes (of the logits divided by
+        ``model.temperature`` when :func:`transferkit.calibrate` set one), or per-label
+        sigmoids for a model whose ``task`` is ``"multilabel"``.
 
     Example:
         >>> import torch, transferkit as tk
@@ -186,6 +192,10 @@ def predict(
     if not isinstance(channels_last, bool) and channels_last != "auto":
         raise ValueError(f"predict: channels_last must be True, False or 'auto', got "
                          f"{channels_last!r}.")
+    views = resolve_tta(tta, "predict")
+    if views is not None and (runtime != "torch" or getattr(model, "dense", False)):
+        raise ValueError("predict: tta is for classification models run by torch (not "
+                         "segmentation, not runtime='onnxruntime').")
     if runtime != "torch":
         from .onnx_runtime import predict_exported
 
@@ -206,7 +216,7 @@ def predict(
     outs = []
     with inference_context(model, dev):
         for x, _ in in_chosen_format(model, parts, value=channels_last, n_images=len(items)):
-            outs.append(model(x).float().cpu())
+            outs.append(tta_forward(model, x, views).float().cpu())
     logits = torch.cat(outs)  # (N, num_classes)
     if not bool(torch.isfinite(logits).all()):
         bad = (~torch.isfinite(logits)).any(1).nonzero().flatten()[:5].tolist()
@@ -214,5 +224,6 @@ def predict(
             f"predict: the model's outputs are NaN or infinite (inputs {bad}); its weights "
             "hold non-finite values, as after a diverged training. Load a good checkpoint."
         )
+    logits = apply_temperature(model, logits, task)  # calibrate's T, as evaluate applies it
     probs = logits.sigmoid() if task == "multilabel" else logits.softmax(dim=1)
     return _to_predictions(probs, k, getattr(model, "class_names", None))

@@ -122,6 +122,7 @@ def _config(model: TransferModel, weights_name: str) -> dict[str, Any]:
         "num_classes": model.num_classes,
         "class_names": _json_safe(model.class_names, "class_names"),
         "task": getattr(model, "task", None),
+        "temperature": getattr(model, "temperature", None),  # tk.calibrate's, or None
         **_task_settings(model),
         "data_config": bb.data_config.to_dict(),
         "frozen": {
@@ -279,6 +280,8 @@ def _rebuild(config: dict[str, Any]) -> TransferModel:
                          class_names=config.get("class_names"), **head.get("options", {}))
     if config.get("task") is not None:
         model.task = config["task"]
+    if config.get("temperature") is not None:
+        model.temperature = float(config["temperature"])
     seg = config.get("segmentation")
     if isinstance(seg, dict) and "ignore_index" in seg:
         model.ignore_index = seg["ignore_index"]
