@@ -111,12 +111,12 @@ def test_save_is_atomic_and_leaves_no_temp_file(tmp_path, monkeypatch):
     save(_model(), tmp_path / "m")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.safetensors"]
 
-    import safetensors.torch
+    import transferkit._io
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(safetensors.torch, "save_file", broken)
+    monkeypatch.setattr(transferkit._io.os, "replace", broken)  # fails after the write
     with pytest.raises(OSError, match="disk full"):
         save(_model(), tmp_path / "other")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.safetensors"]

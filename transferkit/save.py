@@ -7,7 +7,7 @@ The format, version 1:
 - ``<name>.json``: everything needed to rebuild the model before the weights go in::
 
     {"format": "transferkit-model", "format_version": 1, "transferkit_version": "0.1.0",
-     "weights_file": "<name>.safetensors",
+     "weights_file": "<name>.safetensors", "weights_sha256": "<SHA-256 of that file>",
      "backbone": {"name": "resnet18", "weights": "IMAGENET1K_V1", "build_kwargs": {},
                   "feature_format": "map", "num_features": 512},
      "head": {"name": "linear", "options": {"dropout": 0.2}},
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ from .errors import (
     UnknownNameError,
     WeightsMismatchError,
 )
+from ._io import atomic_write, atomic_write_bytes, sha256_bytes
 from .heads import get_head_spec
 from .load_backbone import load_backbone
 from .replace_head import replace_head
@@ -153,16 +154,9 @@ def _tensors(model: TransferModel) -> dict[str, Tensor]:
 
 
 def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """``write(tmp)`` to a temporary file beside ``path``, then rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """``write(tmp)`` to a temporary file beside ``path``, then rename it over ``path``
+    (:func:`transferkit._io.atomic_write`: fsynced, umask honoured, a full disk named)."""
+    atomic_write(path, write)
 
 
 def save(model: TransferModel, path: str | os.PathLike) -> tuple[Path, Path]:
@@ -185,7 +179,7 @@ def save(model: TransferModel, path: str | os.PathLike) -> tuple[Path, Path]:
         >>> tk.save(model, "runs/x/model")  # doctest: +SKIP
         (PosixPath('runs/x/model.safetensors'), PosixPath('runs/x/model.json'))
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save as save_bytes
 
     if not isinstance(model, TransferModel):
         raise TypeError(
@@ -199,9 +193,13 @@ def save(model: TransferModel, path: str | os.PathLike) -> tuple[Path, Path]:
     weights_path.parent.mkdir(parents=True, exist_ok=True)
     tensors = _tensors(model)
     meta = {"format": "pt", "transferkit": FORMAT}
-    _atomic_write(weights_path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    data = save_bytes(tensors, metadata=meta)
+    # The JSON holds the weights' checksum: load() pairs a JSON only with its own weights
+    # (another process saving meanwhile, or a damaged file, is detected).
+    config["weights_sha256"] = sha256_bytes(data)
+    atomic_write_bytes(weights_path, data)
     text = json.dumps(config, indent=2) + "\n"
-    _atomic_write(config_path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    atomic_write_bytes(config_path, text.encode("utf-8"))
     return weights_path, config_path
 
 
@@ -243,6 +241,7 @@ def _check_config(config: Any, where: Path) -> None:
             f"{str(where)!r} has format_version {version!r}; this transferkit reads version "
             f"{FORMAT_VERSION} and older. Upgrade transferkit (pip install -U transferkit)."
         )
+    _check_types(config, where)
     missing = [k for k in _REQUIRED if k not in config]
     for part in ("backbone", "head"):
         entry = config.get(part)
@@ -254,6 +253,39 @@ def _check_config(config: Any, where: Path) -> None:
             f"{str(where)!r} is damaged: it lacks the keys {missing}. Save the model again "
             "with transferkit.save()."
         )
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "num_classes": (int,), "class_names": (list, type(None)), "task": (str, type(None)),
+    "data_config": (dict,), "backbone": (dict,), "head": (dict,), "weights_file": (str,),
+    "weights_sha256": (str,),
+    "backbone.build_kwargs": (dict,), "backbone.weights": (str, type(None)),
+    "head.options": (dict,),
+}
+
+
+def _check_types(config: dict[str, Any], where: Path) -> None:
+    """Each known field of the JSON has its type (ModelFormatError naming the field)."""
+    for key, types in _TYPES.items():
+        part, _, sub = key.partition(".")
+        holder = config.get(part) if sub else config
+        name = sub or part
+        if not isinstance(holder, dict) or name not in holder:
+            continue
+        value = holder[name]
+        bad = not isinstance(value, types) or (isinstance(value, bool) and bool not in types)
+        if key == "num_classes" and not bad:
+            bad = value < 1
+        if key == "class_names" and isinstance(value, list):
+            bad = not all(isinstance(v, str) for v in value)
+        if bad:
+            want = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise ModelFormatError(
+                f"{str(where)!r} is damaged: the field {key!r} must be {want}"
+                + (" >= 1" if key == "num_classes" else "")
+                + (" (of strings)" if key == "class_names" else "")
+                + f", got {value!r}. Save the model again with transferkit.save()."
+            )
 
 
 def _rebuild(config: dict[str, Any]) -> TransferModel:
@@ -314,17 +346,58 @@ def _refreeze(model: TransferModel, frozen: Any, where: Path) -> None:
     model.backbone._frozen_bn = set(bns)
 
 
-def _load_weights(model: TransferModel, weights_path: Path, device: str | torch.device) -> None:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+_PAIR_TRIES = 8  # reads of the pair while another process may be replacing it
 
-    if not weights_path.is_file():
-        raise MissingWeightsFileError(
-            f"The weights file {str(weights_path)!r} of this saved model is missing; save() "
-            "writes it beside the .json file."
+
+def _read_pair(config_path: Path, weights_path: Path) -> tuple[dict[str, Any], Path, bytes]:
+    """The JSON, the weights file it names and that file's bytes, checked against the JSON's
+    ``weights_sha256``; a mismatch is read again (a save in progress ends in the new pair)."""
+    for attempt in range(_PAIR_TRIES):
+        config = _read_config(config_path, weights_path)
+        file = config_path.with_name(Path(config.get("weights_file") or weights_path.name).name)
+        if not file.is_file():
+            raise MissingWeightsFileError(
+                f"The weights file {str(file)!r} of this saved model is missing; save() "
+                "writes it beside the .json file."
+            )
+        data = file.read_bytes()
+        want = config.get("weights_sha256")
+        if want is None or sha256_bytes(data) == want:  # files saved before checksums: None
+            return config, file, data
+        time.sleep(0.01 * (attempt + 1))
+    raise ModelFormatError(
+        f"{str(file)!r} does not match the checksum recorded in {str(config_path)!r}: the "
+        "weights are damaged (or were rewritten on every read). Save the model again."
+    )
+
+
+def _refuse_other_formats(p: Path) -> None:
+    """A file that is not one of the pair (a torch file, a text file): say what it is."""
+    if p.suffix in _SUFFIXES or not p.is_file():
+        return
+    with open(p, "rb") as f:
+        head = f.read(4)
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        raise ModelFormatError(
+            f"{str(p)!r} is a PyTorch file (torch.save: a state dict or a checkpoint), not a "
+            "model saved by transferkit.save (<name>.safetensors + <name>.json). Load its "
+            "weights into a backbone with transferkit.load_backbone(name, weights=path); a "
+            "training checkpoint (last.pt) resumes with finetune(..., checkpoint_dir=..., "
+            "resume=True)."
         )
+    raise ModelFormatError(
+        f"{str(p)!r} is not a transferkit model: load() reads the pair <name>.safetensors + "
+        "<name>.json that transferkit.save() writes; pass <name>."
+    )
+
+
+def _load_weights(model: TransferModel, weights_path: Path, device: str | torch.device,
+                  data: bytes) -> None:
+    from safetensors import SafetensorError
+    from safetensors.torch import load as load_bytes
+
     try:
-        state = load_file(str(weights_path), device=str(device))
+        state = {k: v.to(device) for k, v in load_bytes(data).items()}
     except (SafetensorError, OSError) as exc:
         raise ModelFormatError(
             f"{str(weights_path)!r} is not a valid safetensors file ({exc})."
@@ -369,11 +442,11 @@ def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Tran
         >>> import transferkit as tk
         >>> model = tk.load("runs/x/model")  # doctest: +SKIP
     """
+    _refuse_other_formats(Path(path))
     weights_path, config_path = model_paths(path)
-    config = _read_config(config_path, weights_path)
+    config, weights_file, data = _read_pair(config_path, weights_path)
     model = _rebuild(config)
     model.to(device)
-    weights_file = config.get("weights_file") or weights_path.name
-    _load_weights(model, config_path.with_name(Path(weights_file).name), device)
+    _load_weights(model, weights_file, device, data)
     _refreeze(model, config.get("frozen"), config_path)
     return model.eval()
