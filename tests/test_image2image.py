@@ -84,3 +84,89 @@ def test_meter_averages_per_image_figures_and_recovers_the_baseline(tmp_path):
     assert "baseline" in str(r) and "psnr" in str(r)
     r.plot_panels(tmp_path / "panels.png")
     assert (tmp_path / "panels.png").stat().st_size > 1000
+
+
+# -- the verbs on an image-to-image model -----------------------------------------------------
+def _pairs(n: int = 8, size: int = 32, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.rand(n, 3, size, size, generator=g)
+    x = torch.nn.functional.avg_pool2d(y, 2).repeat_interleave(2, 2).repeat_interleave(2, 3)
+    return x, y  # a blurred input, the sharp target
+
+
+def _model(seed: int = 0):
+    import transferkit as tk
+
+    torch.manual_seed(seed)
+    return tk.replace_head(tk.load_backbone("resnet18"), 3, head="unet", task="image2image",
+                           decoder_channels=32, seed=seed)
+
+
+def test_finetune_evaluate_predict_save_load(tmp_path):
+    import transferkit as tk
+
+    x, y = _pairs()
+    model = _model()
+    assert model.task == "image2image" and model.residual
+    h = tk.finetune(model, (x, y), (x, y), epochs=2, strategy="full", batch_size=4,
+                    progress=False)
+    assert h[-1]["train_accuracy"] is None and "val_accuracy" not in h[-1]
+    assert h[-1]["train_loss"] < h[0]["train_loss"]
+    report = tk.evaluate(model, (x, y), progress=False)
+    assert report.task == "image2image" and report.n_samples == 8
+    assert set(report.metrics) == {"psnr", "ssim", "perceptual", "l1"}
+    assert report.baseline["psnr"] == pytest.approx(
+        float(__import__("transferkit.metrics.image", fromlist=["psnr"]).psnr(x, y)), abs=1e-3)
+    preds = tk.predict(model, x[:3], out_dir=tmp_path / "png")
+    assert [tuple(p.image.shape) for p in preds] == [(3, 32, 32)] * 3
+    assert all(p.path.is_file() for p in preds) and float(preds[0].image.max()) <= 1
+    tk.save(model, tmp_path / "m")
+    loaded = tk.load(tmp_path / "m")
+    assert loaded.task == "image2image"
+    model.eval(), loaded.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+
+
+def test_perceptual_network_is_never_trained_nor_saved(tmp_path):
+    import transferkit as tk
+
+    x, y = _pairs(n=4)
+    model = _model()
+    seen = {}
+
+    class Grab:
+        def on_train_end(self, trainer, history):
+            seen["criterion"] = trainer.criterion
+            seen["opt_params"] = {id(p) for g in trainer.optimizer.param_groups
+                                  for p in g["params"]}
+
+    from transferkit.training.perceptual import PerceptualLoss
+
+    reference = PerceptualLoss("efficientnet_lite0").net.state_dict()
+    tk.finetune(model, (x, y), epochs=2, strategy="full", batch_size=2, progress=False,
+                loss="l1+perceptual", perceptual_weight=1.0, callbacks=[Grab()])
+    net = seen["criterion"].perceptual.net
+    after = net.state_dict()
+    assert all(torch.equal(reference[k], after[k]) for k in reference)  # weights and BN stats
+    assert all(p.grad is None and not p.requires_grad for p in net.parameters())
+    assert not any(id(p) in seen["opt_params"] for p in net.parameters())
+    assert not any("perceptual" in k for k in model.state_dict())
+
+
+def test_bad_input_fails_before_any_work():
+    import transferkit as tk
+
+    x, y = _pairs(n=4)
+    model = _model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(DataError, match=r"target images are \(16, 16\).*inputs are \(32, 32\)"):
+        tk.finetune(model, (x, y[..., :16, :16]), epochs=1, progress=False)
+    with pytest.raises(DataError, match="have 1 channels but the head outputs 3"):
+        tk.finetune(model, (x, y[:, :1]), epochs=1, progress=False)
+    with pytest.raises(UnknownNameError, match="Did you mean"):
+        tk.finetune(model, (x, y), epochs=1, progress=False, loss="perceptual",
+                    perceptual_backbone="efficientnet_lite9")
+    with pytest.raises(ValueError, match=r"loss 'ce' does not apply to task 'image2image'"):
+        tk.finetune(model, (x, y), epochs=1, progress=False, loss="ce")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -45,6 +45,12 @@ def _meter(task: str, model: nn.Module, *, class_names, ignore_index, examples: 
         return SegmentationMeter(model.num_classes, ignore_index=ignore_index,
                                  class_names=names, examples=examples, mean=config.mean,
                                  std=config.std)
+    if task == "image2image":
+        from .metrics.image2image import Image2ImageMeter
+        from .training.perceptual import shared_perceptual_loss
+
+        return Image2ImageMeter(shared_perceptual_loss(), examples=examples, mean=config.mean,
+                                std=config.std)
     raise ValueError(f"evaluate: no metrics for dense task {task!r}; dense tasks: "
                      f"{list(DENSE_TASKS)}.")
 
@@ -164,6 +170,11 @@ def predict_dense(model: nn.Module, inputs: Any, *, batch_size: int = 16,
     """Masks for each input (see :func:`transferkit.predict`)."""
     from .evaluate import inference_context
 
+    if getattr(model, "task", None) == "image2image":  # images, not masks
+        from .image2image import predict_images
+
+        return predict_images(model, inputs, batch_size=batch_size, device=device,
+                              out_dir=out_dir)  # type: ignore[return-value]
     if getattr(model, "task", None) not in (None, "segmentation"):
         raise ValueError(f"predict: masks come from a segmentation model; this dense model's "
                          f"task is {model.task!r}.")

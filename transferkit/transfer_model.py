@@ -83,9 +83,22 @@ class TransferModel(nn.Module):
             return self.head(features, (int(size[0]), int(size[1])))
         return self.head(features)
 
+    @property
+    def residual(self) -> bool:
+        """An image-to-image model with as many output channels as input channels predicts a
+        correction to its input: ``forward(x) = pixels(x) + head(...)``, ``pixels`` undoing the
+        input normalisation, so that it starts from the identity (the degraded input)."""
+        return self.task == "image2image" and self.num_classes == self.data_config.in_chans
+
     def forward(self, x: Tensor) -> Tensor:
         # (N, num_classes), or (N, num_classes, H, W) for a dense head
-        return self.forward_head(self.forward_features(x), tuple(x.shape[-2:]))
+        out = self.forward_head(self.forward_features(x), tuple(x.shape[-2:]))
+        if self.residual:
+            cfg = self.data_config
+            mean = x.new_tensor(cfg.mean)[:, None, None]
+            std = x.new_tensor(cfg.std)[:, None, None]
+            out = out + (x * std + mean)  # the input back in pixel space
+        return out
 
     def parameter_counts(self) -> tuple[int, int]:
         """``(trainable, frozen)`` parameter counts of the whole model."""

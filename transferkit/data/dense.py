@@ -14,6 +14,9 @@ Geometry (torchvision v2, both members of a pair in one call, so one random draw
 - training without augmentation: both resized to ``crop_size x crop_size``;
 - evaluation: the input resized to ``crop_size x crop_size``; the target kept at its own
   resolution (the logits are resized to it when scored).
+- image pairs (image-to-image) are never resized, since the scale is what the model learns:
+  training augmentation is a random ``crop_size`` crop of pairs larger than that, and a flip;
+  evaluation uses the pair as it is; ``uint8`` targets are scaled to [0, 1] like the inputs.
 
 Inputs are then normalised as :class:`~transferkit.data.preprocess.BatchPrep` does. Data comes
 as ``(X, targets)`` tensors, a ``Dataset`` yielding ``(image, target)`` (tensors, arrays or PIL
@@ -92,18 +95,22 @@ class DensePrep:
         self.normalize = normalize
         self.random = train and augment
         self.geometry = geometry(config, train=True, augment=True) if self.random else None
+        if target == "image" and self.random:  # the scale is what the model learns: no resize
+            self.geometry = v2.Compose([_CropAtMost(config.crop_size), v2.RandomHorizontalFlip()])
         self.size = [config.crop_size, config.crop_size]
         self.interp = InterpolationMode(config.interpolation)
 
     def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         x = to_float_pixels(x)
         _check_pair(x, y, self.target)
+        if self.target == "image":
+            y = to_float_pixels(y)
         if self.random:  # one draw per pair, as in DataLoader workers
             pairs = [self.geometry(tv_tensors.Image(xi), _wrap_target(yi, self.target))
                      for xi, yi in zip(x, y)]
             x = torch.stack([p[0].as_subclass(Tensor) for p in pairs])
             y = torch.stack([p[1].as_subclass(Tensor) for p in pairs])
-        else:
+        elif self.target != "image":  # image pairs stay at their own resolution
             if list(x.shape[-2:]) != self.size:
                 x = TF.resize(x, self.size, interpolation=self.interp, antialias=True)
             if self.train and list(y.shape[-2:]) != self.size:
@@ -113,6 +120,19 @@ class DensePrep:
         if self.normalize:
             x = TF.normalize(x, list(self.config.mean), list(self.config.std))
         return x, y
+
+
+class _CropAtMost(v2.RandomCrop):
+    """A random ``size`` x ``size`` crop of images larger than that; smaller sides are kept."""
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        h, w = v2.query_size(flat_inputs)
+        self.size = (min(self._side, h), min(self._side, w))
+        return super().make_params(flat_inputs)
+
+    def __init__(self, side: int) -> None:
+        super().__init__(side)
+        self._side = side
 
 
 class DenseSampleTransform:

@@ -98,6 +98,7 @@ class Image2ImageMeter:
                "ssim": ssim(out, target, reduction="none"),
                "l1": (out - target).abs().mean(dim=(1, 2, 3))}
         if self.perceptual is not None:
+            self.perceptual.to(out.device)  # a no-op once it is there
             fig["perceptual"] = self.perceptual.distance(out, target)
         return fig
 

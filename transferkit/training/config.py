@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from .image2image import check_image2image_options
 from .losses import TASKS, check_loss
 from .optim import SCHEDULES
 from .strategies import STRATEGIES
@@ -60,6 +61,9 @@ class FinetuneConfig:
     task: str = "multiclass"
     loss: str | None = None
     ignore_index: int | None = 255
+    perceptual_backbone: Any = None
+    perceptual_stages: Any = None
+    perceptual_weight: float | None = None
     label_smoothing: float = 0.0
     class_weights: Any = None
     pos_weight: Any = None
@@ -111,6 +115,13 @@ class FinetuneConfig:
         _one_of("schedule", self.schedule, SCHEDULES)
         _one_of("task", self.task, TASKS)
         check_loss(self.task, self.loss)
+        perceptual = self.perceptual_options()
+        if self.task == "image2image":
+            check_image2image_options(self.loss, **perceptual)
+        elif any(v is not None for v in perceptual.values()):
+            raise ValueError(
+                f"finetune: {sorted(k for k, v in perceptual.items() if v is not None)} apply "
+                f"to task='image2image' only, not {self.task!r}.")
         if self.ignore_index is not None:
             _check_int("ignore_index", self.ignore_index, 0)
         _one_of("bn", self.bn, ("eval", "train"))
@@ -157,6 +168,12 @@ class FinetuneConfig:
         if self.resume and self.checkpoint_dir is None:
             raise ValueError("finetune: resume=True needs checkpoint_dir, where the checkpoints "
                              "of the earlier run are.")
+
+    def perceptual_options(self) -> dict[str, Any]:
+        """The ``perceptual_*`` options of an image-to-image loss, as ``make_loss`` takes them."""
+        return {"perceptual_backbone": self.perceptual_backbone,
+                "perceptual_stages": self.perceptual_stages,
+                "perceptual_weight": self.perceptual_weight}
 
 
 def _check_int(name: str, value: object, low: int) -> None:

@@ -85,6 +85,9 @@ def cache_skip_reason(model, source_kind: str, augment: bool, cache_views: int, 
         return "frozen BatchNorm layers are in train mode (bn='train')"
     if source_kind == "loader":
         return "the data is a DataLoader, whose batches may be augmented or shuffled its own way"
+    if getattr(model, "residual", False):
+        return ("an image-to-image model adds its input to the head's output, and the cache "
+                "holds the encoder's maps only")
     if getattr(model, "dense", False) and (augment or custom_transform):
         return ("the image/mask pairs are augmented (a cached view of an image would need its "
                 "own view of the mask); pass augment=False to cache the encoder's maps")

@@ -1,7 +1,8 @@
 """The tasks: their losses, their target checks, and their running training metric.
 
 The classification tasks live here; each dense task keeps its own in one module
-(:mod:`transferkit.training.segmentation`), and the functions below dispatch to it.
+(:mod:`transferkit.training.segmentation`, :mod:`transferkit.training.image2image`), and the
+functions below dispatch to it.
 """
 
 from __future__ import annotations
@@ -14,18 +15,24 @@ from torch import Tensor, nn
 from ..errors import DataError
 from .segmentation import (DEFAULT_IGNORE_INDEX, SEGMENTATION_LOSSES, check_masks,
                            make_segmentation_loss, pixel_correct)
+from .image2image import IMAGE2IMAGE_LOSSES, check_image_targets, make_image2image_loss
 
 __all__ = ["TASKS", "DENSE_TASKS", "LOSSES", "make_loss", "check_targets", "check_class_count",
-           "check_loss", "batch_correct", "dense_target"]
+           "check_loss", "batch_correct", "dense_target", "has_accuracy"]
 
-TASKS = ("multiclass", "multilabel", "regression", "segmentation")
+TASKS = ("multiclass", "multilabel", "regression", "segmentation", "image2image")
 #: Tasks whose targets are per pixel, and the kind of target each takes (data/dense.py).
-DENSE_TASKS = {"segmentation": "mask"}
+DENSE_TASKS = {"segmentation": "mask", "image2image": "image"}
 #: ``finetune(loss=...)``: the values each task accepts; the first is its default.
 LOSSES: dict[str, tuple[str, ...]] = {
     "multiclass": ("ce",), "multilabel": ("bce",), "regression": ("mse",),
-    "segmentation": SEGMENTATION_LOSSES,
+    "segmentation": SEGMENTATION_LOSSES, "image2image": IMAGE2IMAGE_LOSSES,
 }
+
+
+def has_accuracy(task: str) -> bool:
+    """Whether the task's records hold an accuracy (regression and image2image do not)."""
+    return task not in ("regression", "image2image")
 
 
 def dense_target(task: str) -> str | None:
@@ -50,6 +57,8 @@ def check_targets(targets: Tensor | None, task: str, num_classes: int,
     when known, for the dense tasks' size checks)."""
     if task == "segmentation":
         return check_masks(targets, num_classes, images=images, ignore_index=ignore_index)
+    if task == "image2image":
+        return check_image_targets(targets, num_classes, images=images)
     if task == "multiclass" and targets is not None and targets.ndim == 3:
         raise DataError(
             f"The targets have shape {tuple(targets.shape)}: they look like segmentation masks "
@@ -129,10 +138,14 @@ def check_label_range(y: Tensor, num_classes: int) -> None:
 def make_loss(task: str, *, label_smoothing: float = 0.0, class_weights: Any = None,
               pos_weight: Any = None, targets: Tensor | None = None,
               num_classes: int | None = None, loss: str | None = None,
-              ignore_index: int | None = DEFAULT_IGNORE_INDEX) -> nn.Module:
+              ignore_index: int | None = DEFAULT_IGNORE_INDEX,
+              perceptual: dict[str, Any] | None = None) -> nn.Module:
     """The loss of ``task``; ``class_weights="balanced"`` uses inverse class frequencies
-    (of pixels, for segmentation); ``loss`` picks among ``LOSSES[task]``."""
+    (of pixels, for segmentation); ``loss`` picks among ``LOSSES[task]``; ``perceptual``:
+    the ``perceptual_*`` options of an image-to-image loss."""
     check_loss(task, loss)
+    if task == "image2image":
+        return make_image2image_loss(loss, **(perceptual or {}))
     if task == "segmentation":
         return make_segmentation_loss(loss, class_weights=class_weights,
                                       label_smoothing=label_smoothing, masks=targets,

@@ -23,6 +23,7 @@ never updated), whatever ``train()`` is called with. Gradients flow through it t
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -33,7 +34,8 @@ from ..backbones import Backbone
 from ..data.preprocess import fix_channels
 from ..errors import DataError, StageError, WeightsError
 
-__all__ = ["PerceptualLoss", "check_perceptual_backbone", "DEFAULT_PERCEPTUAL_BACKBONE"]
+__all__ = ["PerceptualLoss", "check_perceptual_backbone", "shared_perceptual_loss",
+           "DEFAULT_PERCEPTUAL_BACKBONE"]
 
 DEFAULT_PERCEPTUAL_BACKBONE = "efficientnet_lite0"
 
@@ -187,3 +189,10 @@ def _pick_maps(net: Backbone, stages: Sequence[str | int] | None) -> list[int]:
                 f"to deep (index: stage (scale)): {listing}."
             )
     return sorted(picked)
+
+
+@functools.lru_cache(maxsize=4)
+def shared_perceptual_loss(backbone: str = DEFAULT_PERCEPTUAL_BACKBONE) -> PerceptualLoss:
+    """One :class:`PerceptualLoss` per backbone name for the process (what ``evaluate``
+    scores with): it is frozen and never changes, so sharing it is safe and loads it once."""
+    return PerceptualLoss(backbone)

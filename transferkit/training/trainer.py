@@ -21,7 +21,6 @@ from torch.utils.data import DistributedSampler
 
 from .checkpoint import LAST, atomic_save, load_checkpoint, rng_state, set_rng_state
 from .._utils import autocast, autocast_dtype
-from .._utils import autocast, autocast_dtype
 from ..data.sources import BatchPrep, Source, as_source, default_workers, fix_channels, resolve_device
 from ..distributed import DistContext, shard_positions
 from ..data.dense import batch_prep
@@ -40,7 +39,7 @@ from .memory_format import TrainFormat
 from .optim import make_optimizer, make_scheduler, param_groups
 from .strategies import Phase, apply_phase, plan_phases
 from .losses import (batch_correct, check_label_range, check_targets, check_task_fits_head,
-                     dense_target, make_loss)
+                     dense_target, has_accuracy, make_loss)
 from ..transfer_model import TransferModel
 
 __all__ = ["Trainer"]
@@ -79,6 +78,7 @@ class Trainer:
             class_weights=config.class_weights, pos_weight=config.pos_weight,
             targets=self.train_source.targets, num_classes=model.num_classes,
             loss=config.loss, ignore_index=config.ignore_index,
+            perceptual=config.perceptual_options(),
         ).to(self.device)
         self._early: dict[str, Any] = {"best": None, "epoch": None, "bad": 0, "state": None}
         self.cache: FeatureCache | None = None
@@ -128,7 +128,7 @@ class Trainer:
         """The numeric metrics each epoch's record holds (those of :meth:`_epoch` and
         :meth:`_validate`), known before the run: early stopping is checked against them."""
         names = {"train_loss", "seconds", "images_per_second"}
-        classes = self.cfg.task != "regression"
+        classes = has_accuracy(self.cfg.task)
         if classes:
             names.add("train_accuracy")
         if self.val_source is not None:
@@ -301,7 +301,7 @@ class Trainer:
         record = {
             "epoch": self.epoch, "phase": phase.name,
             "train_loss": total_loss / max(seen, 1),
-            "train_accuracy": correct / max(seen, 1) if cfg.task != "regression" else None,
+            "train_accuracy": correct / max(seen, 1) if has_accuracy(cfg.task) else None,
             "lr": [g["lr"] for g in self.optimizer.param_groups],
             "seconds": seconds, "images_per_second": seen / seconds if seconds else None,
             "cached": self.cache is not None, "channels_last": self.channels_last,
@@ -418,7 +418,7 @@ class Trainer:
         model.train(was)
         total, correct, seen = self.dist.sum([total, correct, seen])
         out = {"val_loss": total / max(seen, 1)}
-        if cfg.task != "regression":
+        if has_accuracy(cfg.task):
             out["val_accuracy"] = correct / max(seen, 1)
         return out
 
