@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .training.averaging import averaging_callbacks
 from .training.config import EarlyStopping, FinetuneConfig
 from .training.history import History
 from .training.loggers import make_loggers
@@ -52,7 +53,12 @@ def finetune(model: TransferModel, train_data: Any, val_data: Any = None, **opti
             ``seed`` (the training's random draws; seed the head with
             ``replace_head(..., seed=)``: both seeds give the same weights in any process,
             with ``deterministic=True`` or a fixed ``channels_last``) and
-            ``deterministic``; ``early_stopping`` (an :class:`EarlyStopping` or a metric name);
+            ``deterministic``; ``ema`` (a decay such as 0.999: the final model is the
+            exponential moving average of the weights over optimizer steps, timm ModelEmaV3
+            semantics, ``ema_warmup=True`` for its warmup) or ``swa`` (``True``: the equal
+            average of the second half of the final phase's epochs, BatchNorm statistics
+            recomputed; an int: its last ``swa`` epochs), see
+            :mod:`transferkit.training.averaging`; ``early_stopping`` (an :class:`EarlyStopping` or a metric name);
             ``checkpoint_dir`` and ``resume``; ``callbacks`` (see :class:`Callback`);
             ``loggers`` (``["csv", "tensorboard", "mlflow"]`` or Logger objects) with
             ``log_dir`` and ``tracking_uri`` (docs/tracking.md); ``progress``;
@@ -97,7 +103,8 @@ def finetune(model: TransferModel, train_data: Any, val_data: Any = None, **opti
             raise TypeError(f"finetune: {exc}. Known options: {known}.") from None
         raise
     loggers = make_loggers(config.loggers, config.log_dir, config.tracking_uri)  # no files yet
-    config.callbacks = (*config.callbacks, *loggers)
+    # weight averaging first: the loggers' on_train_end sees the averaged model
+    config.callbacks = (*averaging_callbacks(config), *config.callbacks, *loggers)
     try:
         history = Trainer(model, train_data, val_data, config).fit()
     except BaseException:

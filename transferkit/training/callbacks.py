@@ -14,7 +14,8 @@ from typing import Any, Protocol, runtime_checkable
 __all__ = ["Callback", "CallbackProtocol", "HOOKS", "call_hook"]
 
 #: Every hook, in the order of a run.
-HOOKS = ("on_train_start", "on_epoch_start", "on_batch_end", "on_epoch_end", "on_train_end")
+HOOKS = ("on_train_start", "on_epoch_start", "on_batch_end", "on_step_end", "on_epoch_end",
+         "on_train_end")
 
 
 @runtime_checkable
@@ -24,6 +25,7 @@ class CallbackProtocol(Protocol):
     def on_train_start(self, trainer: Any) -> None: ...
     def on_epoch_start(self, trainer: Any, epoch: int) -> None: ...
     def on_batch_end(self, trainer: Any, batch: int, loss: float) -> None: ...
+    def on_step_end(self, trainer: Any) -> None: ...
     def on_epoch_end(self, trainer: Any, record: dict[str, Any]) -> None: ...
     def on_train_end(self, trainer: Any, history: Any) -> None: ...
 
@@ -35,6 +37,7 @@ class Callback:
         on_train_start(trainer): before the first epoch (after a resume is loaded).
         on_epoch_start(trainer, epoch): ``epoch`` counts over all phases, from 0.
         on_batch_end(trainer, batch, loss): after each training batch, its mean loss.
+        on_step_end(trainer): after each optimizer step (every ``grad_accum_steps`` batches).
         on_epoch_end(trainer, record): the epoch's :class:`History` record (losses, metrics,
             ``lr`` per parameter group, ``images_per_second``...).
         on_train_end(trainer, history): after the last epoch (best weights restored).
@@ -53,6 +56,9 @@ class Callback:
 
     def on_batch_end(self, trainer: Any, batch: int, loss: float) -> None:
         """After each training batch."""
+
+    def on_step_end(self, trainer: Any) -> None:
+        """After each optimizer step."""
 
     def on_epoch_end(self, trainer: Any, record: dict[str, Any]) -> None:
         """After each epoch, with its history record."""

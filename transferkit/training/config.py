@@ -97,6 +97,9 @@ class FinetuneConfig:
     loggers: Sequence[Any] = field(default_factory=tuple)
     log_dir: str | os.PathLike | None = None
     tracking_uri: str | None = None
+    ema: float | None = None
+    ema_warmup: bool = False
+    swa: bool | int = False
 
     def __post_init__(self) -> None:
         _check_int("epochs", self.epochs, 1)
@@ -165,6 +168,9 @@ class FinetuneConfig:
         if self.dist_backend is not None and not isinstance(self.dist_backend, str):
             raise TypeError(f"finetune: dist_backend must be None or a backend name such as "
                             f"'gloo' or 'nccl', got {self.dist_backend!r}.")
+        from .averaging import check_averaging
+
+        check_averaging(self)  # ema / swa (training/averaging.py)
         if self.resume and self.checkpoint_dir is None:
             raise ValueError("finetune: resume=True needs checkpoint_dir, where the checkpoints "
                              "of the earlier run are.")

@@ -324,6 +324,8 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        for cb in cfg.callbacks:  # after each optimizer step (EMA, training/averaging.py)
+            _call(cb, "on_step_end", self)
 
     def _train_batches(self):
         cfg, src = self.cfg, self.train_source
