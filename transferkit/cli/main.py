@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from . import ecosystem
+
 __all__ = ["main", "build_parser", "BUILTIN_DATASETS"]
 
 #: Dataset names that ``--data`` accepts besides an image folder.
@@ -156,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tiny", action="store_true", help="a seconds-long run (for tests)")
     p.add_argument("--no-progress", action="store_true")
     _rank_arguments(sub, common)
+    ecosystem.add_export_parser(sub, common, _positive_int)
+    ecosystem.finish_parser(sub)  # predict --explain; one example per subcommand's --help
     return parser
 
 
@@ -310,12 +314,19 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if missing:
         raise FileNotFoundError(f"No such image file: {missing[0]!r}"
                                 + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-    model = load(args.model, device=args.device or "cpu")
-    for path, pred in zip(args.images, predict(model, list(args.images), top_k=args.top_k,
-                                               device=args.device)):
+    onnx = str(args.model).endswith(".onnx")  # a file from 'transferkit export'
+    if onnx and args.explain:
+        raise ValueError("--explain needs the PyTorch model (Grad-CAM takes gradients), not "
+                         "an .onnx file")
+    model = args.model if onnx else load(args.model, device=args.device or "cpu")
+    for path, pred in zip(args.images, predict(
+            model, list(args.images), top_k=args.top_k, device=args.device,
+            **({"runtime": "onnxruntime"} if onnx else {}))):
         names = pred.top_class_names or tuple(str(i) for i in pred.top_indices)
         best = "\t".join(f"{n}\t{p:.4f}" for n, p in zip(names, pred.top_probabilities))
         print(f"{path}\t{best}")
+    if args.explain:
+        ecosystem.write_explanations(model, list(args.images), args.explain)
     return 0
 
 
@@ -389,7 +400,8 @@ def _cmd_rank(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"list": _cmd_list, "finetune": _cmd_finetune, "evaluate": _cmd_evaluate,
+_COMMANDS = {"export": ecosystem.cmd_export,
+             "list": _cmd_list, "finetune": _cmd_finetune, "evaluate": _cmd_evaluate,
              "predict": _cmd_predict, "demo": _cmd_demo, "rank": _cmd_rank}
 
 
