@@ -113,8 +113,16 @@ class TimmBackbone(Backbone):
         n = len(info)
         idx = list(range(n)) if keep is None else sorted(i for i in keep if i < n)
         # One pass: timm's maps at `idx` (NCHW) and its final features (forward_features').
+        # norm=True: a ViT's last token grid goes through its final norm, as its classifier's
+        # input does (CNNs apply it to the last map only where it fits, or not at all).
+        kwargs = {"norm": True} if "norm" in _parameters(self.model.forward_intermediates) else {}
         final, maps = self.model.forward_intermediates(
-            x, indices=idx or [n - 1], output_fmt="NCHW", intermediates_only=False)
+            x, indices=idx or [n - 1], output_fmt="NCHW", intermediates_only=False, **kwargs)
+        if len(maps) != len(idx or [n - 1]):
+            raise RuntimeError(
+                f"{self.name}: timm's forward_intermediates gave {len(maps)} maps for indices "
+                f"{idx}, but its feature_info has {n} entries."
+            )
         out = {i: (f"model.{info[i]['module']}", t) for i, t in zip(idx, maps)}
         out[n] = ("", self._nchw(final))
         return out
@@ -125,6 +133,17 @@ class TimmBackbone(Backbone):
                 self.model.patch_embed, "strict_img_size", True):
             return int(fixed[0])
         return super()._probe_size()
+
+
+@functools.lru_cache(maxsize=None)
+def _parameters_of(fn: Any) -> tuple[str, ...]:
+    import inspect
+
+    return tuple(inspect.signature(fn).parameters)
+
+
+def _parameters(method: Any) -> tuple[str, ...]:
+    return _parameters_of(getattr(method, "__func__", method))
 
 
 def _timm_stages(model: nn.Module) -> dict[str, tuple[str, ...]]:
