@@ -82,7 +82,7 @@ def test_feature_info_matches_forward_stages(name):
 
 
 @pytest.mark.parametrize("name", ["resnet18", "efficientnet_lite0", "swin_t", "vit_b_32",
-                                  "timm/resnet10t"])
+                                  "timm/resnet10t", "timm/vit_tiny_patch16_224"])
 def test_the_stage_of_a_map_is_the_freezing_stage_that_computes_it(name):
     """Freezing through a map's stage freezes everything that computes it; freezing only the
     stages before it does not (one description of the stages, not two)."""
