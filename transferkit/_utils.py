@@ -17,7 +17,18 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """``device`` as a ``torch.device``; ``None`` means CUDA when present, else the CPU."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"Unknown device {device!r}: use 'cpu', 'cuda', 'cuda:1', 'mps' or "
+                         f"None (CUDA when present) ({str(exc).splitlines()[0][:120]}).") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: CUDA is not available here (no GPU, or a "
+                         "CPU-only torch build). Use 'cpu', or None to pick it.")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r}: there are {torch.cuda.device_count()} CUDA "
+                         "device(s) here.")
+    return dev
 
 
 def autocast_dtype(amp: bool | str, device: torch.device | str) -> torch.dtype | None:

@@ -71,6 +71,14 @@ def finetune(model: TransferModel, train_data: Any, val_data: Any = None, **opti
             per process; ``sync_batchnorm`` (SyncBatchNorm across processes, nccl only);
             ``dist_backend`` (default ``$TRANSFERKIT_DIST_BACKEND``, else nccl on CUDA and
             gloo on the CPU).
+            Robustness: ``skip_bad_images`` (image folders: skip unreadable files with a
+            warning instead of raising). ``checkpoint_dir`` is locked while a run trains into
+            it; ``resume=True`` continues only the run the checkpoint holds (other options,
+            data size or architecture raise ``ResumeError``). See ``docs/robustness.md``.
+
+    Calling ``finetune`` again on the same model continues from its current weights with a
+    fresh optimiser and schedule (and the strategy's phases from the start): the second call
+    is a new run, not a resumed one.
 
     Returns:
         The :class:`History` of the run, one record per epoch.
@@ -78,7 +86,11 @@ def finetune(model: TransferModel, train_data: Any, val_data: Any = None, **opti
     Raises:
         DataError: bad data, found before any training step (labels out of range, a class
             count that differs from the head's, an empty dataset, NaN inputs, wrong channels).
-        TrainingError: the loss became NaN or infinite (the last checkpoint is left intact).
+        TrainingError: the run diverged: the training or validation loss became NaN,
+            infinite or absurdly large, or a weight became non-finite (the last checkpoint,
+            the last finite model, is left intact).
+        ResumeError: ``resume=True`` with a checkpoint of another run.
+        FolderLockedError: another process trains into ``checkpoint_dir``.
 
     Example:
         >>> import torch, transferkit as tk

@@ -130,6 +130,13 @@ def replace_head(
         ('segmentation', torch.Size([2, 3, 65, 47]))
     """
     check_num_classes(num_classes)
+    if class_names is not None and (isinstance(class_names, (str, bytes)) or not all(
+            isinstance(c, str) for c in class_names)):
+        raise TypeError(
+            f"replace_head: class_names must be a list of strings, one per class, got "
+            f"{class_names!r}" + (" (a single string: write ['a', 'b', 'c'], not 'abc')"
+                                  if isinstance(class_names, str) else "") + "."
+        )
     if class_names is not None and len(class_names) != num_classes:
         raise ValueError(
             f"replace_head: class_names has {len(class_names)} names but num_classes is "

@@ -62,10 +62,24 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, Tensor]:
             f"Weights file {str(p)!r} does not exist. Check the path, or pass weights=None "
             "for random initialisation or a pretrained tag such as 'DEFAULT'."
         )
+    if p.suffix not in WEIGHT_SUFFIXES:
+        raise WeightsError(
+            f"Weights file {str(p)!r}: the format {p.suffix or '(no suffix)'!r} is unknown. "
+            f"Expected one of {', '.join(WEIGHT_SUFFIXES)} (a state dict saved with "
+            "safetensors or torch.save)."
+        )
     if p.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         return dict(load_file(str(p), device="cpu"))
+    with open(p, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # zip or legacy pickle
+        raise WeightsError(
+            f"Weights file {str(p)!r} is not a file written by torch.save "
+            f"({'empty' if not head else 'it starts with ' + repr(head)}). Pass a state dict "
+            "saved with torch.save(model.state_dict(), path) or safetensors."
+        )
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

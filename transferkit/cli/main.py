@@ -110,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output folder: model.safetensors + model.json, history.json, "
                    "eval.json (default: runs/finetune)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--checkpoint-dir", default=None,
+                   help="write a checkpoint after every epoch here (Ctrl-C keeps the last one)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run whose checkpoint is in --checkpoint-dir")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="image folders: skip unreadable files (counted) instead of stopping")
 
     p = sub.add_parser("evaluate", parents=[common], help="evaluate a saved model on data",
                        description="Evaluate a model saved by 'transferkit finetune' or "
@@ -212,7 +218,12 @@ def _training_data(args: argparse.Namespace) -> tuple[Any, Any, list[str], str]:
     folder = ImageFolder(str(root))
     if not 0 < args.val_fraction < 1:
         raise ValueError(f"--val-fraction must be in (0, 1), got {args.val_fraction}.")
-    train, held = stratified_split(folder, args.val_fraction, seed=args.seed)
+    try:
+        train, held = stratified_split(folder, args.val_fraction, seed=args.seed)
+    except ValueError as exc:  # scikit-learn: too few held-out images for the classes
+        raise ValueError(f"--val-fraction {args.val_fraction} holds out too few images of "
+                         f"{root} for {len(folder.classes)} classes; raise --val-fraction or "
+                         f"add root/val/ ({exc})") from None
     return train, held, list(folder.classes), (
         f"a stratified {args.val_fraction:.0%} of {root} (seed {args.seed})")
 
@@ -246,6 +257,39 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_device(device: str | None) -> None:
+    from .._utils import resolve_device
+
+    if device is not None:
+        try:
+            resolve_device(device)
+        except ValueError as exc:
+            raise ValueError(f"--device: {exc}") from None
+
+
+def _check_output_dir(path: str, flag: str) -> None:
+    """Fail now, not after training, when ``path`` cannot hold the outputs."""
+    import tempfile
+
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{flag} {path!r} cannot be written ({exc.strerror or exc}); choose "
+                         "a folder you can write to") from None
+
+
+def _check_output_file(path: str, flag: str) -> None:
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{flag} {path!r} is a folder; give a file name such as "
+                         f"{str(p / 'report.json')!r}")
+    _check_output_dir(str(p.parent), flag)
+    if p.exists() and not os.access(p, os.W_OK):
+        raise ValueError(f"{flag} {path!r} exists and cannot be overwritten")
+
+
 def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
@@ -267,12 +311,29 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         "epochs": args.epochs, "strategy": args.strategy, "probe_epochs": args.probe_epochs,
         "optimizer": args.optimizer, "batch_size": args.batch_size, "device": args.device,
         "seed": args.seed, "augment": not args.no_augment, "progress": progress,
+        "checkpoint_dir": args.checkpoint_dir, "resume": args.resume,
+        "skip_bad_images": args.skip_bad_images,
     }
+    _check_device(args.device)  # every output and option is checked before training
+    if args.resume and not args.checkpoint_dir:
+        raise ValueError("--resume needs --checkpoint-dir, the folder of the run to continue")
+    if main:
+        _check_output_dir(args.out, "--out")
+        if args.checkpoint_dir:
+            _check_output_dir(args.checkpoint_dir, "--checkpoint-dir")
     for key in ("lr", "image_size"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
     start = time.perf_counter()
-    history = finetune(model, train, held, **options)
+    try:
+        history = finetune(model, train, held, **options)
+    except KeyboardInterrupt:
+        last = Path(args.checkpoint_dir or ".") / "last.pt"
+        kept = (f"the last finished epoch is in {last}; run the same command with --resume "
+                "to continue" if args.checkpoint_dir and last.is_file() else
+                "no epoch was saved (--checkpoint-dir keeps each finished epoch)")
+        print(f"{_PROG}: interrupted: {kept}", file=sys.stderr)
+        return 130
     seconds = time.perf_counter() - start
     report = evaluate(model, held, progress=progress, device=args.device)
     if not main:
@@ -293,6 +354,9 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    _check_device(args.device)
+    if args.json_path:
+        _check_output_file(args.json_path, "--json")
     from ..evaluate import evaluate
     from ..save import load
 
