@@ -152,6 +152,24 @@ def test_stage_maps_are_the_backbone_own_activations(cnn):
         assert torch.equal(maps[-1], cnn.forward_features(x))
 
 
+def test_without_meta_kernels_the_probe_runs_on_the_backbone_and_restores_its_modes(
+        monkeypatch):
+    from transferkit.backbones import _features
+
+    expected = tk.load_backbone("resnet18").feature_info
+
+    def no_meta(_backbone):
+        raise NotImplementedError("no meta kernel")
+
+    monkeypatch.setattr(_features, "_meta_copy", no_meta)
+    bb = tk.load_backbone("resnet18").train()
+    bb.model.layer1.eval()  # a mode of its own, which the probe must leave as it was
+    state = {k: v.clone() for k, v in bb.state_dict().items()}
+    assert bb.feature_info == expected
+    assert bb.training and bb.model.layer2.training and not bb.model.layer1.training
+    assert all(torch.equal(v, bb.state_dict()[k]) for k, v in state.items())  # BN untouched
+
+
 def test_dense_linear_is_a_per_pixel_linear_probe(cnn):
     model = tk.replace_head(cnn, 3, head="dense_linear").eval()
     x = torch.randn(2, 3, 64, 64)

@@ -151,9 +151,10 @@ def describe_stages(backbone: "Backbone") -> tuple[list[dict[str, Any]], list[in
     except (NotImplementedError, RuntimeError):
         if on_meta:
             raise
+        device = next((p.device for p in backbone.parameters()), torch.device("cpu"))
         with _eval_mode(backbone):
             cands, owners = _probe(backbone, torch.zeros(1, backbone.data_config.in_chans,
-                                                         size, size))
+                                                         size, size, device=device))
     info: list[dict[str, Any]] = []
     index: list[int] = []
     for i, (path, t) in cands.items():
