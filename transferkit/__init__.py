@@ -26,6 +26,7 @@ from .freeze import FreezeSummary, freeze, unfreeze
 from .training import History
 from .training.callbacks import Callback
 from .training.loggers import CSVLogger, MLflowLogger, TensorBoardLogger
+from .interpolate_weights import interpolate_weights
 from .heads import get_head_spec, list_heads, register_head
 from .load_backbone import load_backbone
 from .lr_find import LRFinderResult, lr_find
@@ -82,6 +83,7 @@ __all__ = [
     "freeze",
     "get_backbone_spec",
     "get_head_spec",
+    "interpolate_weights",
     "list_backbones",
     "list_heads",
     "load",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .training.averaging import averaging_callbacks
+from .training.wise import wise_callbacks
 from .training.config import EarlyStopping, FinetuneConfig
 from .training.history import History
 from .training.loggers import make_loggers
@@ -58,7 +59,11 @@ def finetune(model: TransferModel, train_data: Any, val_data: Any = None, **opti
             semantics, ``ema_warmup=True`` for its warmup) or ``swa`` (``True``: the equal
             average of the second half of the final phase's epochs, BatchNorm statistics
             recomputed; an int: its last ``swa`` epochs), see
-            :mod:`transferkit.training.averaging`; ``early_stopping`` (an :class:`EarlyStopping` or a metric name);
+            :mod:`transferkit.training.averaging`; ``wise_alpha`` (lp_ft: WiSE-FT, the
+            final weights are ``(1 - alpha) * probe endpoint + alpha * fine-tuned``, BatchNorm
+            statistics included; ``"auto"`` picks alpha in 0, 0.1, ..., 1 by validation
+            accuracy, :mod:`transferkit.training.wise`; ``History.wise`` says which);
+            ``early_stopping`` (an :class:`EarlyStopping` or a metric name);
             ``checkpoint_dir`` and ``resume``; ``callbacks`` (see :class:`Callback`);
             ``loggers`` (``["csv", "tensorboard", "mlflow"]`` or Logger objects) with
             ``log_dir`` and ``tracking_uri`` (docs/tracking.md); ``progress``;
@@ -116,7 +121,11 @@ def finetune(model: TransferModel, train_data: Any, val_data: Any = None, **opti
         raise
     loggers = make_loggers(config.loggers, config.log_dir, config.tracking_uri)  # no files yet
     # weight averaging first: the loggers' on_train_end sees the averaged model
-    config.callbacks = (*averaging_callbacks(config), *config.callbacks, *loggers)
+    if config.wise_alpha == "auto" and val_data is None:
+        raise ValueError("finetune: wise_alpha='auto' sweeps alpha on the validation data; "
+                         "pass val_data, or a number for wise_alpha.")
+    config.callbacks = (*averaging_callbacks(config), *wise_callbacks(config),
+                        *config.callbacks, *loggers)
     try:
         history = Trainer(model, train_data, val_data, config).fit()
     except BaseException:

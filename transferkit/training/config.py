@@ -100,6 +100,7 @@ class FinetuneConfig:
     ema: float | None = None
     ema_warmup: bool = False
     swa: bool | int = False
+    wise_alpha: float | str | None = None
 
     def __post_init__(self) -> None:
         _check_int("epochs", self.epochs, 1)
@@ -171,6 +172,9 @@ class FinetuneConfig:
         from .averaging import check_averaging
 
         check_averaging(self)  # ema / swa (training/averaging.py)
+        from .wise import check_wise
+
+        check_wise(self)  # wise_alpha (training/wise.py)
         if self.resume and self.checkpoint_dir is None:
             raise ValueError("finetune: resume=True needs checkpoint_dir, where the checkpoints "
                              "of the earlier run are.")
