@@ -252,6 +252,18 @@ def test_a_user_dense_head_registers_with_the_same_decorator(cnn):
         tk.heads.HEADS.remove("shallow_probe_test")
 
 
+def test_bad_options_leave_a_torchvision_model_as_it_was():
+    import torchvision
+
+    net = torchvision.models.resnet18()
+    fc = net.fc
+    with pytest.raises(TypeError, match="does not take these options \\['decoder_chans'\\]"):
+        tk.replace_head(net, 2, head="unet", decoder_chans=8)
+    with pytest.raises(ValueError, match="needs a dense head"):
+        tk.replace_head(net, 2, task="segmentation")
+    assert net.fc is fc  # its classifier was not removed
+
+
 def test_bad_dense_head_options_are_explained(cnn):
     with pytest.raises(ValueError, match="decoder_channels must be .* or 5 ints"):
         tk.replace_head(cnn, 2, head="unet", decoder_channels=[64, 32])

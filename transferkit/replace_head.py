@@ -11,6 +11,7 @@ from .backbones import Backbone
 from .backbones.torchvision_models import backbone_from_torchvision
 from .errors import NoSpatialFeaturesError
 from .heads import HeadSpec, build_head, get_head_spec, list_heads
+from .heads._api import check_head_options
 from .transfer_model import CLASSIFICATION_TASKS, DENSE_TASKS, TransferModel
 
 __all__ = ["replace_head"]
@@ -148,6 +149,7 @@ def replace_head(
         raise ValueError(f"replace_head: seed must be None or an int >= 0, got {seed}.")
     spec = get_head_spec(head)  # an unknown head raises here, before anything changes
     task = _check_task(task, spec)
+    check_head_options(head, **head_options)  # before _as_backbone edits a torchvision model
     backbone = _as_backbone(model)
     in_features = _head_input(backbone, spec)
     if seed is None:

@@ -18,7 +18,8 @@ from torch import nn
 
 from .._registry import Registry
 
-__all__ = ["HEADS", "HeadSpec", "register_head", "list_heads", "get_head_spec", "build_head"]
+__all__ = ["HEADS", "HeadSpec", "register_head", "list_heads", "get_head_spec", "build_head",
+           "check_head_options"]
 
 
 @dataclass(frozen=True)
@@ -108,11 +109,12 @@ def get_head_spec(name: str) -> HeadSpec:
     return HEADS.get(name)
 
 
-def build_head(name: str, in_features: int, num_classes: int, **options: Any) -> nn.Module:
-    """Build the head ``name``; unknown options raise a TypeError listing the accepted ones."""
+def check_head_options(name: str, **options: Any) -> None:
+    """Raise the TypeError of :func:`build_head` for options the head ``name`` does not take,
+    without building anything (so callers can check before they change a model)."""
     spec = HEADS.get(name)
     try:
-        bound = inspect.signature(spec.builder).bind(in_features, num_classes, **options)
+        inspect.signature(spec.builder).bind(None, None, **options)
     except TypeError as exc:
         params = [
             p for p in list(inspect.signature(spec.builder).parameters)[2:] if p != "kwargs"
@@ -121,4 +123,15 @@ def build_head(name: str, in_features: int, num_classes: int, **options: Any) ->
             f"Head {name!r} does not take these options {sorted(options)} ({exc}). "
             f"It accepts: {params}."
         ) from None
+
+
+def build_head(name: str, in_features: Any, num_classes: int, **options: Any) -> nn.Module:
+    """Build the head ``name``; unknown options raise a TypeError listing the accepted ones.
+
+    ``in_features`` is the pooled feature size, or for a dense head (``HeadSpec.dense``) the
+    backbone's ``feature_info``.
+    """
+    spec = HEADS.get(name)
+    check_head_options(name, **options)
+    bound = inspect.signature(spec.builder).bind(in_features, num_classes, **options)
     return spec.builder(*bound.args, **bound.kwargs)
