@@ -101,6 +101,8 @@ class FinetuneConfig:
     ema_warmup: bool = False
     swa: bool | int = False
     wise_alpha: float | str | None = None
+    mixup: float | None = None
+    cutmix: float | None = None
 
     def __post_init__(self) -> None:
         _check_int("epochs", self.epochs, 1)
@@ -175,6 +177,9 @@ class FinetuneConfig:
         from .wise import check_wise
 
         check_wise(self)  # wise_alpha (training/wise.py)
+        from .mixing import check_mixing
+
+        check_mixing(self)  # mixup / cutmix (training/mixing.py)
         if self.resume and self.checkpoint_dir is None:
             raise ValueError("finetune: resume=True needs checkpoint_dir, where the checkpoints "
                              "of the earlier run are.")

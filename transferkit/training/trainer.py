@@ -29,6 +29,7 @@ from ..backbones._base import is_batchnorm
 from .feature_cache import (DEFAULT_MEMORY_BUDGET, FeatureCache, build_cache, cache_skip_reason,
                             default_cache_views, gather_cache)
 from .callbacks import call_hook
+from .mixing import make_mixer, mixing_skip_reason
 from .config import FinetuneConfig
 from .resume import check_architecture, check_resume, run_options
 from .._io import folder_lock, remove_stale_tmp
@@ -80,6 +81,7 @@ class Trainer:
             loss=config.loss, ignore_index=config.ignore_index,
             perceptual=config.perceptual_options(),
         ).to(self.device)
+        self.mix = make_mixer(config, model.num_classes)  # mixup/cutmix, else (x, y) as is
         self._early: dict[str, Any] = {"best": None, "epoch": None, "bad": 0, "state": None}
         self.cache: FeatureCache | None = None
         self.val_cache: FeatureCache | None = None
@@ -271,11 +273,12 @@ class Trainer:
             elif dense_target(cfg.task) and self.train_source.targets is None:
                 check_targets(y, cfg.task, model.num_classes, ignore_index=cfg.ignore_index)
             x = self.formats.before(x)  # a format trial runs on the first steps
+            x, y_train = self.mix(x, y)  # soft targets under mixup/cutmix (training/mixing.py)
             stepping = (i + 1) % cfg.grad_accum_steps == 0 or i + 1 == n_batches
             with self.dist.sync_context(forward, stepping):  # all-reduce on stepping only
                 with self._autocast():
                     out = forward(x)
-                    loss = self.criterion(out.float(), y)
+                    loss = self.criterion(out.float(), y_train)
                 loss_value = loss.item()  # the one sync of a step: the check and the mean
                 if not math.isfinite(loss_value):
                     raise TrainingError(
@@ -453,8 +456,9 @@ class Trainer:
         views = default_cache_views(cfg.cache_views, augment=cfg.augment,
                                     custom_transform=cfg.transform is not None,
                                     epochs=phase.epochs)
-        reason = cache_skip_reason(self.model, self.train_source.kind, cfg.augment,
-                                   views, custom_transform=cfg.transform is not None)
+        reason = mixing_skip_reason(cfg) or cache_skip_reason(
+            self.model, self.train_source.kind, cfg.augment, views,
+            custom_transform=cfg.transform is not None)
         if reason is not None:
             if self.dist.is_main and cfg.progress:
                 print(f"transferkit: feature cache off: {reason}.")
