@@ -102,7 +102,7 @@ def _json_safe(value: Any, what: str) -> Any:
 
 
 def _config(model: TransferModel, weights_name: str) -> dict[str, Any]:
-    from . import __version__
+    from ._version import __version__
 
     bb = model.backbone
     return {

@@ -8,12 +8,12 @@ from typing import Any
 
 from .._registry import Registry
 from ._base import BackboneSpec, DataConfig, WeightsInfo
+from .timm_models import TIMM_PREFIX, timm_names, timm_spec  # timm itself loads on first use
 
 __all__ = ["BACKBONES", "register_backbone", "list_backbones", "get_backbone_spec",
            "BackboneInfo", "backbone_info", "format_backbone_info"]
 
 BACKBONES: Registry[BackboneSpec] = Registry("backbone", "list_backbones")
-TIMM_PREFIX = "timm/"
 
 
 def register_backbone(
@@ -91,8 +91,6 @@ def list_backbones(
     inc = [include] if isinstance(include, str) else list(include or [])
     names = BACKBONES.names(inc or None, exclude)
     if _wants_timm(inc):
-        from .timm_models import timm_names
-
         import fnmatch
 
         exc = [exclude] if isinstance(exclude, str) else list(exclude or [])
@@ -111,8 +109,6 @@ def get_backbone_spec(name: str) -> BackboneSpec:
         UnknownNameError: no such backbone; the message names the closest ones.
     """
     if isinstance(name, str) and name.startswith(TIMM_PREFIX):
-        from .timm_models import timm_spec
-
         return timm_spec(name)
     return BACKBONES.get(name)
 

@@ -16,10 +16,12 @@ from torch import Tensor, nn
 
 from ..errors import MissingDependencyError, UnknownNameError, WeightsUnavailableError
 from ..weights import _reachable, hub_cache_path, is_offline, load_state_dict_file
-from ._api import TIMM_PREFIX
 from ._base import Backbone, BackboneSpec, DataConfig
 
-__all__ = ["TimmBackbone", "timm_names", "timm_spec", "import_timm"]
+__all__ = ["TIMM_PREFIX", "TimmBackbone", "timm_names", "timm_spec", "import_timm"]
+
+#: Backbone names starting with this are timm models (``"timm/convnext_tiny"``).
+TIMM_PREFIX = "timm/"
 
 
 def import_timm() -> Any:
