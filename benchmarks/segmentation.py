@@ -1,0 +1,103 @@
+"""Segmentation figures, each measured side by side in one process.
+
+1. ``overhead``: ``finetune(strategy="full", augment=False)`` against a plain PyTorch loop on
+   the same model (copies of one initialisation), the same batches (nuclei tiles, in order,
+   preprocessed once up front for the loop), the same AdamW + cosine schedule and loss
+   (cross-entropy, ignore_index 255): the ratio of their times.
+2. ``cache``: ``finetune(strategy="linear_probe", augment=False)`` for ``--epochs`` epochs
+   with the encoder's maps cached against recomputed every step, for the per-pixel linear
+   probe (``dense_linear``) and a ``unet`` decoder.
+3. ``pretrained``: pretrained against random init on the same epochs: ``transferkit demo
+   segmentation`` (its table; run it for these figures).
+
+    OMP_NUM_THREADS=1 python benchmarks/segmentation.py --threads 1 --repeats 3
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+from _common import interleaved, print_results, ratio, start, timing_parser
+
+import torch
+from torch.nn import functional as F
+
+import transferkit as tk
+
+
+def _model(head: str, size: int, **options) -> tk.TransferModel:
+    torch.manual_seed(0)
+    bb = tk.load_backbone("efficientnet_lite0", weights="DEFAULT")
+    bb.data_config = bb.data_config.with_image_size(size)
+    return tk.replace_head(bb, 2, head=head, seed=0, **options)
+
+
+def _plain_loop(model, X, masks, *, epochs: int, batch_size: int, lr: float) -> None:
+    """What a user writes by hand: AdamW, cosine per step, cross-entropy, no extras."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    steps = epochs * math.ceil(len(X) / batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    model.train()
+    for _ in range(epochs):
+        for i in range(0, len(X), batch_size):
+            loss = F.cross_entropy(model(X[i:i + batch_size]), masks[i:i + batch_size],
+                                   ignore_index=255)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+
+
+def overhead(args) -> dict[str, float]:
+    split = tk.datasets.nuclei(tile=args.size, channels=3)
+    X, masks = split.train.data[:args.samples], split.train.targets[:args.samples]
+    base = _model("unet", args.size, decoder_channels=64)
+    cfg = base.data_config
+    Xn = (X - torch.tensor(cfg.mean)[:, None, None]) / torch.tensor(cfg.std)[:, None, None]
+    opts = dict(strategy="full", epochs=args.epochs, batch_size=16, lr=1e-3, augment=False,
+                shuffle=False, progress=False, num_workers=0, channels_last=False)
+    times = interleaved({
+        "finetune": lambda m: tk.finetune(m, (X, masks), **opts),
+        "plain": lambda m: _plain_loop(m, Xn, masks, epochs=args.epochs, batch_size=16,
+                                       lr=1e-3),
+    }, args.repeats, setup=lambda: copy.deepcopy(base))
+    return {"finetune_over_plain_loop": ratio(times, "finetune", "plain"),
+            "finetune_s": min(times["finetune"]), "plain_s": min(times["plain"])}
+
+
+def cache(args) -> dict[str, float]:
+    split = tk.datasets.nuclei(tile=args.size, stride=args.size // 2, channels=3)
+    data = (split.train.data[:args.samples], split.train.targets[:args.samples])
+    out = {}
+    for head, options in (("dense_linear", {}), ("unet", {"decoder_channels": 64})):
+        base = _model(head, args.size, **options)
+        opts = dict(strategy="linear_probe", epochs=args.epochs, batch_size=16, lr=1e-3,
+                    augment=False, progress=False, num_workers=0, channels_last=False)
+        times = interleaved({
+            "cached": lambda m: tk.finetune(m, data, cache_features=True, **opts),
+            "uncached": lambda m: tk.finetune(m, data, cache_features=False, **opts),
+        }, args.repeats, setup=lambda: copy.deepcopy(base), warmup=0)
+        out[f"{head}_cache_speedup"] = ratio(times, "uncached", "cached")
+        out[f"{head}_cached_s"] = min(times["cached"])
+        out[f"{head}_uncached_s"] = min(times["uncached"])
+    return out
+
+
+def main() -> None:
+    parser = timing_parser(__doc__, repeats=3)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--only", choices=("overhead", "cache"), default=None)
+    parser.set_defaults(samples=64, size=64)
+    args = parser.parse_args()
+    start(args)
+    results = {}
+    if args.only in (None, "cache"):
+        results.update(cache(args))
+    if args.only in (None, "overhead"):
+        results.update(overhead(args))
+    print_results(results)
+
+
+if __name__ == "__main__":
+    main()
