@@ -70,6 +70,9 @@ def finetune(model: TransferModel, train_data: Any, val_data: Any = None, **opti
             ``cache_features`` (on: a frozen backbone runs once per sample), ``cache_views``
             (default: 1 without augmentation, 2 augmented views with it, so that a probe costs
             at most two backbone passes; 0 turns the cache off under augmentation),
+            ``decode_once`` (on: an image folder or a dataset of PIL images is decoded and
+            resized once to ``uint8``, then cropped, flipped and normalised on batches; see
+            :mod:`transferkit.data.decoded`),
             ``cache_dtype``, ``cache_memory_budget``; ``shuffle`` (``False`` keeps the data's
             order every epoch).
             Distributed (under ``torchrun``, see ``docs/distributed.md``): ``batch_size`` is

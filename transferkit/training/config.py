@@ -90,6 +90,7 @@ class FinetuneConfig:
     cache_views: int | None = None
     cache_dtype: str = "float32"
     cache_memory_budget: int | None = None
+    decode_once: bool = True
     shuffle: bool = True
     sync_batchnorm: bool = False
     dist_backend: str | None = None

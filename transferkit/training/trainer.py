@@ -37,6 +37,7 @@ from .divergence import check_diverged, first_non_finite
 from .losses import check_class_count
 from .history import History
 from .memory_format import TrainFormat
+from ..data.decoded import decodable, decode_once
 from .optim import make_optimizer, make_scheduler, param_groups
 from .strategies import Phase, apply_phase, plan_phases
 from .losses import (batch_correct, check_label_range, check_targets, check_task_fits_head,
@@ -144,6 +145,9 @@ class Trainer:
         with _determinism(cfg.deterministic), self._checkpoint_dir_lock():
             torch.manual_seed(cfg.seed + self.dist.rank)  # own augmentation draws per rank
             model.to(self.device)
+            if cfg.decode_once:  # folders / PIL datasets: decoded once, then batches
+                self.train_source, self.val_source = (
+                    self._decoded(s) for s in (self.train_source, self.val_source))
             self.formats = TrainFormat(  # channels_last given, or timed on the first steps
                 cfg.channels_last, model, deterministic=cfg.deterministic,
                 trial=not (cfg.compile or self.dist.is_distributed), autocast=self._autocast)
@@ -191,6 +195,12 @@ class Trainer:
         """Whether the model is now stored (and fed) channels-last."""
         formats = getattr(self, "formats", None)
         return formats.channels_last if formats is not None else False
+
+    def _decoded(self, src: Source | None) -> Source | None:
+        if src is None or not decodable(src, self.cfg.transform is not None):
+            return src
+        return decode_once(src, self.data_config, num_workers=self._workers(src),
+                           progress=self.cfg.progress and self.dist.is_main)
 
     def _settle_format(self) -> None:
         """One format for a whole compiled or distributed run, timed up front on a few
