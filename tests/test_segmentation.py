@@ -296,3 +296,16 @@ def test_classification_head_given_masks() -> None:
     with pytest.raises(ValueError, match="task 'segmentation' predicts per pixel, but the head "
                                          "'linear' is a classification head"):
         tk.finetune(model, (X, masks), task="segmentation", progress=False)
+
+
+def test_checkpoint_resume_and_bf16_autocast(tmp_path) -> None:
+    X, masks = _data(4)
+    opts = dict(strategy="full", epochs=2, batch_size=4, augment=False, progress=False,
+                amp="bf16", checkpoint_dir=tmp_path, channels_last=False)
+    model = _model()
+    first = tk.finetune(model, (X, masks), **opts)
+    again = _model()
+    resumed = tk.finetune(again, (X, masks), resume=True, **opts)  # the run was complete
+    assert [r["train_loss"] for r in resumed] == [r["train_loss"] for r in first]
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, again.state_dict()[k]), k
