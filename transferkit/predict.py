@@ -15,6 +15,7 @@ from .backbones import DataConfig
 from .data.sources import BatchPrep, fix_channels, resolve_device, sample_transform
 from .training.memory_format import in_chosen_format
 from .errors import DataError, TrainingError
+from .dense import MaskPrediction, predict_dense
 from .evaluate import inference_context
 from .metrics.temperature import apply_temperature
 from .data.tta import resolve_tta, tta_forward
@@ -148,10 +149,12 @@ def predict(
     device: str | torch.device | None = None,
     preprocess: bool = True,
     channels_last: bool | str = "auto",
+    probabilities: bool = False,
+    out_dir: str | os.PathLike | None = None,
     runtime: str = "torch",
     tta: Any = None,
-) -> list[Prediction]:
-    """Predict the class of each input image.
+) -> list[Prediction] | list[MaskPrediction]:
+    """Predict the class of each input image (or, for a segmentation model, its mask).
 
     Args:
         model: a :class:`TransferModel` (its ``data_config`` preprocesses images).
@@ -168,6 +171,9 @@ def predict(
         channels_last: run channels-last (``True``), contiguous (``False``) or ``"auto"``: the
             faster, timed forward-only on the first batch when there are at least 64 images
             (else a choice made earlier in the process, or the model's current format).
+        probabilities: segmentation: also return each pixel's class probabilities.
+        out_dir: segmentation: write each mask as a colour-coded palette PNG here (its pixel
+            values are the class indices), named after the input file (else ``00000.png``...).
         runtime: ``"torch"``, or ``"onnxruntime"``: ``model`` is then a ``.onnx`` file from
             :func:`transferkit.export` (or an :class:`~transferkit.onnx_runtime.OnnxModel`),
             served with the same preprocessing, read from the file's metadata.
@@ -175,7 +181,11 @@ def predict(
             of torchvision v2 transforms; the logits over the views are averaged.
 
     Returns:
-        One :class:`Prediction` per image, in input order (a list even for one image).
+        One :class:`Prediction` per image, in input order (a list even for one image). For a
+        segmentation model (a dense head) one :class:`~transferkit.dense.MaskPrediction` per
+        image: ``mask`` ``(H, W)`` class indices at the image's own size (the image is
+        resized to the model's crop size, the logits back to the image's size),
+        ``probabilities`` ``(K, H, W)`` when asked, ``path`` of the PNG written.
         Probabilities are a softmax over the classes (of the logits divided by
         ``model.temperature`` when :func:`transferkit.calibrate` set one), or per-label
         sigmoids for a model whose ``task`` is ``"multilabel"``.
@@ -201,6 +211,13 @@ def predict(
 
         return predict_exported(model, inputs, runtime=runtime, top_k=k, batch_size=batch_size,
                                 preprocess=preprocess)
+    if getattr(model, "dense", False):
+        return predict_dense(model, inputs, batch_size=batch_size, device=device,
+                             preprocess=preprocess, probabilities=probabilities,
+                             out_dir=out_dir)
+    if probabilities or out_dir is not None:
+        raise ValueError("predict: probabilities= and out_dir= are for segmentation models "
+                         "(a dense head); a classifier's Prediction holds its probabilities.")
     task = getattr(model, "task", None)
     if task == "regression":
         raise ValueError("predict: the model's task is regression; call model(x) for its values.")
