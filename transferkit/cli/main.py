@@ -91,7 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default="DEFAULT",
                    help="'DEFAULT', a pretrained tag, a weights file, or 'none' for random "
                    "initialisation (default: DEFAULT)")
-    p.add_argument("--head", default="linear", help="a registered head (default: linear)")
+    p.add_argument("--head", default=None,
+                   help="a registered head (default: linear; unet for --task segmentation)")
+    p.add_argument("--task", default=None,
+                   choices=("multiclass", "multilabel", "regression", "segmentation",
+                            "image2image"),
+                   help="segmentation: --data is a folder root/images + root/masks, nuclei or "
+                   "animal_scenes (default: multiclass)")
+    p.add_argument("--loss", default=None,
+                   help="segmentation: ce (default), dice or ce+dice")
     p.add_argument("--strategy", default="lp_ft",
                    choices=("lp_ft", "full", "linear_probe", "gradual"))
     p.add_argument("--epochs", type=_positive_int, default=5)
@@ -132,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "path, class, probability (tab-separated).")
     p.add_argument("model", help="the saved model: <dir>/model (or either of its two files)")
     p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--out", default=None,
+                   help="segmentation models: write each mask here as a colour-coded palette "
+                   "PNG (pixel values = class indices)")
     p.add_argument("--top-k", type=_positive_int, default=1)
     p.add_argument("--device", default=None)
 
@@ -142,7 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description="EfficientNet-Lite0 pretrained on ImageNet, adapted to "
                        "Animal-MNIST three ways (linear probe, lp_ft, from scratch) on the "
                        "same budget; prints a table and writes report.json, figures and the "
-                       "best model. Offline.")
+                       "best model. Then 'demo segmentation': the same encoder under a unet "
+                       "decoder (lp_ft) against random init on nuclei and animal_scenes, into "
+                       "<out>-segmentation/. Offline. The options below are the classification "
+                       "demo's; --tiny, --seed, --no-progress and --out apply to both.")
+    p.add_argument("which", nargs="?", default=None,
+                   choices=("classification", "segmentation", "image2image"),
+                   help="run one demo only (default: classification and segmentation; "
+                   "image2image runs only when named, into runs/demo-image2image)")
     p.add_argument("--epochs", type=_positive_int, default=d.epochs,
                    help=f"epochs through the backbone (default: {d.epochs})")
     p.add_argument("--probe-epochs", type=_positive_int, default=d.probe_epochs)
@@ -172,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _data_arguments(p: argparse.ArgumentParser, evaluate: bool = False) -> None:
     p.add_argument("--data", required=True,
                    help="an image folder (root/<class>/<image>, or root/train + root/val or "
-                   f"root/test) or a built-in dataset: {', '.join(BUILTIN_DATASETS)}")
+                   f"root/test) or a built-in dataset: {', '.join(BUILTIN_DATASETS)}; for "
+                   "segmentation a folder root/images + root/masks, nuclei or animal_scenes")
     p.add_argument("--n-per-class", type=_positive_int, default=None,
                    help="built-in datasets: keep this many images per class"
                    + (" of the test set" if evaluate else " for training"))
@@ -324,6 +343,23 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     for key in ("lr", "image_size"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
+    if args.task == "segmentation":
+        from .segmentation import finetune_segmentation
+
+        return finetune_segmentation(args, options, main)
+    if args.task == "image2image":  # --data super_resolution or colorization
+        from .image2image import finetune_image2image
+
+        return finetune_image2image(args, options, main)
+    if args.task is not None:
+        options["task"] = args.task
+    if args.loss is not None:
+        options["loss"] = args.loss
+    args.head = args.head or "linear"
+    train, held, classes, held_desc = _training_data(args)
+    weights = None if args.weights.lower() == "none" else args.weights
+    model = replace_head(load_backbone(args.backbone, weights=weights), len(classes),
+                         args.head, class_names=classes)
     start = time.perf_counter()
     try:
         history = finetune(model, train, held, **options)
@@ -361,7 +397,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from ..save import load
 
     model = load(args.model, device=args.device or "cpu")
-    data = _eval_data(args)
+    if getattr(model, "task", None) == "image2image":
+        from .image2image import image2image_data
+
+        data = image2image_data(args, model.data_config.crop_size, evaluate=True).test
+    elif getattr(model, "dense", False):
+        from .segmentation import eval_segmentation_data
+
+        data = eval_segmentation_data(args, model.data_config.crop_size)
+    else:
+        data = _eval_data(args)
     report = evaluate(model, data, batch_size=args.batch_size, device=args.device,
                       progress=not args.no_progress)
     if args.json_path:
@@ -383,6 +428,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise ValueError("--explain needs the PyTorch model (Grad-CAM takes gradients), not "
                          "an .onnx file")
     model = args.model if onnx else load(args.model, device=args.device or "cpu")
+    if getattr(model, "task", None) == "image2image":
+        from .image2image import print_image_predictions
+
+        return print_image_predictions(model, list(args.images), args.out, args.device)
+    if getattr(model, "dense", False):
+        from .segmentation import print_mask_predictions
+
+        return print_mask_predictions(model, list(args.images), args.out, args.device)
+    if args.out is not None:
+        raise ValueError("--out writes masks of a segmentation model; this model classifies")
     for path, pred in zip(args.images, predict(
             model, list(args.images), top_k=args.top_k, device=args.device,
             **({"runtime": "onnxruntime"} if onnx else {}))):
@@ -395,6 +450,56 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.which in (None, "classification"):
+        _classification_demo(args)
+    if args.which in (None, "segmentation"):
+        _segmentation_demo(args)
+    if args.which == "image2image":
+        _image2image_demo(args)
+    return 0
+
+
+def _image2image_demo(args: argparse.Namespace) -> None:
+    from .demo import DemoConfig
+    from .demo_image2image import I2IDemoConfig, run_image2image_demo
+
+    out = I2IDemoConfig().out_dir if str(args.out) == str(DemoConfig().out_dir) else args.out
+    cfg = I2IDemoConfig(seed=args.seed, out_dir=out, tiny=args.tiny,
+                        progress=not args.no_progress)
+    result = run_image2image_demo(cfg)
+    print(f"\nImage-to-image: a unet decoder on EfficientNet-Lite0, lp_ft ({cfg.probe_epochs} "
+          f"decoder epochs, then {cfg.epochs} of everything), {cfg.n_train} training crops of "
+          f"{cfg.size} px, batch {cfg.batch_size}, AdamW lr {cfg.lr:g}; {cfg.n_test} test crops "
+          "from photo regions no training crop touches. Perceptual distance: LPIPS-style on "
+          "frozen ImageNet Lite0 features (lower is closer).\n")
+    print("\n".join(result["table"]))
+    print(f"\nWall time {result['wall_seconds']:.0f} s. Files in {out}/: "
+          + ", ".join(sorted(Path(p).name for p in result["files"].values())))
+
+
+def _segmentation_demo(args: argparse.Namespace) -> None:
+    from .demo import DemoConfig
+    from .demo_segmentation import SegDemoConfig, run_segmentation_demo
+
+    default = SegDemoConfig().out_dir
+    out = (f"{args.out}-segmentation" if args.which is None else
+           default if str(args.out) == str(DemoConfig().out_dir) else args.out)
+    cfg = SegDemoConfig(seed=args.seed, out_dir=out, tiny=args.tiny,
+                        progress=not args.no_progress)
+    result = run_segmentation_demo(cfg)
+    print(f"\nSegmentation: EfficientNet-Lite0 (ImageNet weights) + unet decoder, lp_ft "
+          f"({cfg.probe_epochs} decoder epochs on cached encoder maps, then {cfg.epochs} of "
+          f"everything), against random init trained {cfg.probe_epochs + cfg.epochs} epochs; "
+          f"{cfg.image_size} px, batch {cfg.batch_size}, AdamW lr {cfg.lr:g}. Test splits:")
+    for name, info in result["data"].items():
+        print(f"  {name}: {info['description']} ({info['n_train']} / {info['n_test']})")
+    print()
+    print("\n".join(result["table"]))
+    print(f"\nWall time {result['wall_seconds']:.0f} s. Files in {out}/: "
+          + ", ".join(sorted(Path(p).name for p in result["files"].values())))
+
+
+def _classification_demo(args: argparse.Namespace) -> int:
     from .demo import DemoConfig, format_table, run_demo
 
     config = DemoConfig(
