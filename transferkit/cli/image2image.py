@@ -3,7 +3,8 @@
 
 ``--data`` is a built-in dataset, ``super_resolution`` (x4) or ``colorization``, built from real
 photographs shipped in packages; their test split (a region of each photo that no training crop
-touches) is held out. Crops are ``--image-size`` pixels (default 64).
+touches) is held out. Crops are ``--image-size`` pixels (default 64); ``--n-per-class`` and
+``--n-per-class-test`` set the number of training and test crops (default 512 and 128).
 """
 
 from __future__ import annotations
@@ -19,16 +20,24 @@ __all__ = ["I2I_BUILTIN", "image2image_data", "finetune_image2image", "print_ima
 I2I_BUILTIN = ("super_resolution", "colorization")
 
 
-def image2image_data(args: argparse.Namespace, size: int | None = None) -> Any:
-    """The ``(train, test)`` split of a built-in image-to-image ``--data``."""
+def image2image_data(args: argparse.Namespace, size: int | None = None, *,
+                     evaluate: bool = False) -> Any:
+    """The ``(train, test)`` split of a built-in image-to-image ``--data`` (``evaluate``:
+    ``--n-per-class`` counts the test crops, as for ``transferkit evaluate``)."""
     from .. import datasets
 
     key = str(args.data).replace("-", "_").lower()
     size = size or getattr(args, "image_size", None) or 64
+    # one "class" of pairs: --n-per-class / --n-per-class-test count training / test crops
+    n, n_test = getattr(args, "n_per_class", None), getattr(args, "n_per_class_test", None)
+    if evaluate:
+        n, n_test = None, n
+    counts = {k: v for k, v in (("n", n), ("n_test", n_test)) if v is not None}
     if key == "super_resolution":
-        return datasets.super_resolution(scale=4, size=size, seed=getattr(args, "seed", 0))
+        return datasets.super_resolution(scale=4, size=size, seed=getattr(args, "seed", 0),
+                                         **counts)
     if key == "colorization":
-        return datasets.colorization(size=size, seed=getattr(args, "seed", 0))
+        return datasets.colorization(size=size, seed=getattr(args, "seed", 0), **counts)
     raise ValueError(f"--data {args.data!r}: image-to-image data is one of the built-in "
                      f"datasets {', '.join(I2I_BUILTIN)}.")
 
