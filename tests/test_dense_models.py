@@ -72,7 +72,8 @@ def test_feature_info_matches_forward_stages(name):
     for e, m in zip(info, maps):
         r = e["reduction"]
         assert m.shape[:2] == (2, e["num_chs"]), (e, m.shape)
-        assert abs(h / m.shape[2] - r) <= 0.2 * r and abs(w / m.shape[3] - r) <= 0.2 * r, (e, m.shape)
+        assert abs(h / m.shape[2] - r) <= 0.2 * r, (e, m.shape)
+        assert abs(w / m.shape[3] - r) <= 0.2 * r, (e, m.shape)
     reductions = [e["reduction"] for e in info]
     assert reductions == sorted(set(reductions))  # one map per scale, shallow to deep
     order = [bb.stage_index(e["stage"]) for e in info]
@@ -278,7 +279,8 @@ def test_bad_dense_head_options_are_explained(cnn):
 
 @pytest.mark.parametrize("head", DENSE, ids=str)
 def test_save_load_gives_identical_logits(head, tmp_path):
-    model = tk.replace_head(tk.load_backbone("resnet18"), 3, head=head, task="image2image" if head == "unet" else None,
+    task = "image2image" if head == "unet" else None
+    model = tk.replace_head(tk.load_backbone("resnet18"), 3, head=head, task=task,
                             **SMALL.get(head, {}))
     tk.freeze(model)
     model.train()

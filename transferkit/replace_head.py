@@ -61,8 +61,8 @@ def _check_task(task: object, spec: HeadSpec) -> str | None:
         )
     if task is not None and task not in CLASSIFICATION_TASKS:
         raise ValueError(
-            f"replace_head: task must be None or one of {list(CLASSIFICATION_TASKS + DENSE_TASKS)}, "
-            f"got {task!r}."
+            "replace_head: task must be None or one of "
+            f"{list(CLASSIFICATION_TASKS + DENSE_TASKS)}, got {task!r}."
         )
     return task  # type: ignore[return-value]
 

@@ -120,7 +120,8 @@ def _probe(backbone: "Backbone", x: Tensor) -> tuple[dict[int, tuple[str, Tensor
             if isinstance(obj, nn.Module):
                 handles.append(obj.register_forward_hook(
                     lambda *_, stage=stage: current.__setitem__("stage", stage)))
-    for path in dict.fromkeys(taps):  # registered after the stages': on a shared module they run later
+    # Registered after the stages' hooks: on a module that is both, the stage's runs first.
+    for path in dict.fromkeys(taps):
         def hook(*_: Any, path: str = path) -> None:  # returns None: the output is kept
             owner.setdefault(path, current["stage"])
         handles.append(resolve_path(backbone, path).register_forward_hook(hook))
