@@ -20,13 +20,16 @@ __all__ = ["run_options", "check_resume", "check_architecture"]
 
 #: The options that change the schedule or the batches, so a resume must keep them.
 _KEYS = ("epochs", "probe_epochs", "lr", "strategy", "optimizer", "momentum", "weight_decay",
-         "backbone_lr_mult", "schedule", "warmup_epochs", "batch_size", "grad_accum_steps",
-         "task")
+         "backbone_lr_mult", "schedule", "warmup_epochs", "grad_accum_steps", "task")
 
 
-def run_options(config: Any, n_train: int, model: Any) -> dict[str, Any]:
-    """The options of a run that a resume must keep, as plain values."""
-    out: dict[str, Any] = {}
+def run_options(config: Any, n_train: int, model: Any, world: int = 1) -> dict[str, Any]:
+    """The options of a run that a resume must keep, as plain values.
+
+    The batch size is the global one (per process x processes): a two-process run at batch 4
+    resumes in one process at batch 8 with the same batches (docs/distributed.md).
+    """
+    out: dict[str, Any] = {"global_batch_size": int(config.batch_size) * int(world)}
     for k in _KEYS:
         v = getattr(config, k)
         out[k] = v if v is None or isinstance(v, (bool, int, float, str)) else getattr(
