@@ -113,3 +113,26 @@ def test_early_stopping_metric_is_checked_before_the_first_epoch():
     with pytest.raises(ValueError, match=r"metric 'val_acuracy' is not recorded.*val_accuracy"):
         tk.finetune(model, (X, y), (X, y), early_stopping="val_acuracy", epochs=2, **FAST)
     assert seen == []  # no forward pass ran
+
+
+def _verb_calls():
+    X, y = patterns(8, size=16)
+    return {
+        "finetune": lambda **kw: tk.finetune(tiny_model(), (X, y), progress=False, **kw),
+        "evaluate": lambda **kw: tk.evaluate(tiny_model(), (X, y), progress=False, **kw),
+        "predict": lambda **kw: tk.predict(tiny_model(), X, **kw),
+        "rank_backbones": lambda **kw: tk.rank_backbones(["tiny_cnn_test"], (X, y),
+                                                         progress=False, **kw),
+    }
+
+
+@pytest.mark.parametrize("verb", list(_verb_calls()))
+def test_every_verb_checks_options_alike(verb):
+    """One checker (transferkit._checks): a str where an int goes is a TypeError everywhere,
+    an int out of range a ValueError, with the same message shape."""
+    call = _verb_calls()[verb]
+    with pytest.raises(TypeError, match=rf"^{verb}: batch_size must be an int >= 1, got '8' "
+                                        r"\(str\)\.$"):
+        call(batch_size="8")
+    with pytest.raises(ValueError, match=rf"^{verb}: batch_size must be an int >= 1, got 0\.$"):
+        call(batch_size=0)

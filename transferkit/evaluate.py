@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from ._checks import check_choice, check_int
 from ._utils import AMP_CHOICES, autocast
 from .data.sources import iter_eval_batches, resolve_device
 from .distributed import DistContext
@@ -193,11 +194,9 @@ def evaluate(
                               ignore_index=ignore_index, examples=examples)
     if task is not None and task not in TASKS:
         raise ValueError(f"evaluate: task must be None or one of {list(TASKS)}, got {task!r}.")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"evaluate: batch_size must be an int >= 1, got {batch_size!r}.")
+    check_int("evaluate", "batch_size", batch_size, 1)
     _check_options(top_k, (0.5,), 15)
-    if amp not in _AMP or not isinstance(amp, (bool, str)):
-        raise ValueError(f"evaluate: amp must be one of {list(_AMP)}, got {amp!r}.")
+    check_choice("evaluate", "amp", amp, _AMP)
     if not isinstance(channels_last, bool) and channels_last != "auto":
         raise ValueError(f"evaluate: channels_last must be True, False or 'auto', got "
                          f"{channels_last!r}.")

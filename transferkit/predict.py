@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ._checks import check_int
 from .backbones import DataConfig
 from .data.sources import BatchPrep, fix_channels, resolve_device, sample_transform
 from .training.memory_format import in_chosen_format
@@ -125,9 +126,7 @@ def _stack(images: list[Tensor]) -> Tensor:
 
 
 def _check_top_k(top_k: object) -> int:
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ValueError(f"predict: top_k must be an int >= 1, got {top_k!r}.")
-    return top_k
+    return check_int("predict", "top_k", top_k, 1)
 
 
 def _to_predictions(probs: Tensor, k: int, names: Sequence[str] | None) -> list[Prediction]:
@@ -197,8 +196,7 @@ def predict(
         [True, True]
     """
     k = _check_top_k(top_k)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"predict: batch_size must be an int >= 1, got {batch_size!r}.")
+    check_int("predict", "batch_size", batch_size, 1)
     if not isinstance(channels_last, bool) and channels_last != "auto":
         raise ValueError(f"predict: channels_last must be True, False or 'auto', got "
                          f"{channels_last!r}.")

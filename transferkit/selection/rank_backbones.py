@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_int
 from ..backbones import Backbone, get_backbone_spec, list_backbones
 from ..data.sources import BatchPrep, as_source, default_workers, resolve_device
 from ..errors import UnknownNameError, WeightsUnavailableError
@@ -275,8 +276,7 @@ def _warn_few_samples(metric: str, n: int, d: int, name: str) -> None:
 
 
 def _check_int(name: str, value: object, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"rank_backbones: {name} must be an int >= {low}, got {value!r}.")
+    check_int("rank_backbones", name, value, low)
 
 
 # -- the verb --------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from .._checks import check_choice, check_int
 from .image2image import check_image2image_options
 from .losses import TASKS, check_loss
 from .optim import SCHEDULES
@@ -193,12 +194,8 @@ class FinetuneConfig:
 
 
 def _check_int(name: str, value: object, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"finetune: {name} must be an int >= {low}, got {value!r}.")
-    if value < low:
-        raise ValueError(f"finetune: {name} must be an int >= {low}, got {value}.")
+    check_int("finetune", name, value, low)
 
 
 def _one_of(name: str, value: object, allowed: Sequence[object]) -> None:
-    if value not in allowed:
-        raise ValueError(f"finetune: {name} must be one of {list(allowed)}, got {value!r}.")
+    check_choice("finetune", name, value, allowed)
