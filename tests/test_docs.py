@@ -4,7 +4,9 @@
 The blocks of one page run in order, in one namespace, in a fresh working directory (so a page
 can build on its earlier blocks and write ``runs/...``). A block is skipped only when it is
 fenced as ```` ```python no-test ```` or preceded by ``<!-- no-test -->``, which is kept for
-code that needs what a test machine lacks (a GPU, the network).
+code that needs what a test machine lacks (a GPU, the network). A block fenced
+```` ```python needs=onnxruntime,mlflow ```` runs only where those modules are installed (an
+optional extra; CI installs them all).
 
 In ``console`` blocks, a line ``$ transferkit ARGS`` runs ``transferkit.cli.main(ARGS)``
 in-process. It must exit 0, unless the lines after it (its shown output) start with
@@ -13,6 +15,7 @@ in-process. It must exit 0, unless the lines after it (its shown output) start w
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shlex
@@ -36,6 +39,7 @@ class Block:
     code: str
     line: int  # 1-based line of the opening fence
     skip: bool
+    needs: tuple[str, ...] = ()  # modules of an optional extra (```python needs=onnx)
 
 
 def blocks(path: Path) -> list[Block]:
@@ -56,7 +60,9 @@ def blocks(path: Path) -> list[Block]:
             body.append(lines[i])
             i += 1
         skip = "no-test" in info or prev == "<!-- no-test -->"
-        out.append(Block(lang, "\n".join(body) + "\n", start + 1, skip))
+        needs = re.search(r"needs=(\S+)", info)
+        out.append(Block(lang, "\n".join(body) + "\n", start + 1, skip,
+                         tuple(needs.group(1).split(",")) if needs else ()))
         i += 1
     return out
 
@@ -102,7 +108,7 @@ def test_docs_page_examples_run(page: Path, tmp_path, monkeypatch, capsys, reque
     environ = dict(os.environ)  # pages may set variables (TORCH_HOME); keep them to the page
     try:
         for block in blocks(page):
-            if block.skip:
+            if block.skip or any(importlib.util.find_spec(m) is None for m in block.needs):
                 continue
             if block.lang == "python":
                 code = compile(block.code, f"{page.name}:{block.line}", "exec")

@@ -146,3 +146,12 @@ def test_bad_logging_options_raise_before_any_work(tmp_path, monkeypatch):
         tk.finetune(model, (X, y), loggers=["mlflow"])
     assert not (tmp_path / "l").exists()
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_logged_run_leaves_the_model_trainable(tmp_path):
+    """finish_logging evaluates the model; the weights must stay normal tensors (evaluate's
+    memory-format choice inside inference_mode once turned them into inference tensors)."""
+    model, _ = _run(tmp_path, ["csv"])
+    assert not any(p.is_inference() for p in model.parameters())
+    X, y = patterns(12, size=16)
+    assert len(tk.finetune(model, (X, y), epochs=1, strategy="full", progress=False)) == 1

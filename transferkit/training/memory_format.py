@@ -85,7 +85,10 @@ def is_channels_last(model: nn.Module) -> bool:
 
 def set_channels_last(model: nn.Module, on: bool) -> None:
     """Store the model's weights channels-last (``on``) or contiguous, in place."""
-    model.to(memory_format=torch.channels_last if on else torch.contiguous_format)
+    # evaluate and predict choose the format inside torch.inference_mode: weights converted
+    # there would become inference tensors, which a later finetune cannot set to train.
+    with torch.inference_mode(False):
+        model.to(memory_format=torch.channels_last if on else torch.contiguous_format)
 
 
 def resolve_channels_last(value: bool | str | None, model: nn.Module, x: Tensor | None, *,
