@@ -24,8 +24,8 @@ from .data.dense import batch_prep
 from .data.sources import as_source, default_workers
 from .distributed import DistContext
 from .errors import DataError
-from .metrics.segmentation import (DEFAULT_IGNORE_INDEX, SegmentationMeter, palette,
-                                   resize_logits)
+from .metrics.segmentation import (DEFAULT_IGNORE_INDEX, SegmentationMeter, class_map,
+                                   palette, resize_logits)
 from .training.losses import DENSE_TASKS, dense_target
 
 __all__ = ["evaluate_dense", "predict_dense", "MaskPrediction", "model_ignore_index"]
@@ -208,7 +208,7 @@ def predict_dense(model: nn.Module, inputs: Any, *, batch_size: int = 16,
             logits = model(x.to(dev)).float().cpu()  # (n, K, h, w)
             for j, (lo, size) in enumerate(zip(logits, sizes)):
                 lo = resize_logits(lo[None], size)[0]  # at the image's own size
-                mask = lo.argmax(0)
+                mask = class_map(lo[None])[0]
                 path = None
                 if out_path is not None:
                     stem = chunk[j][1] or f"{i + j:05d}"

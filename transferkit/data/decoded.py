@@ -54,6 +54,8 @@ def decodable(source: Any, custom_transform: bool) -> bool:
     with transferkit's own preprocessing (no custom ``transform``)."""
     if custom_transform or getattr(source, "kind", None) != "samples":
         return False
+    if getattr(source.transform, "paired", False):  # dense (image, mask) pairs: data/dense.py
+        return False
     ds = source.dataset
     if hasattr(ds, "samples") and hasattr(ds, "loader"):
         return True

@@ -28,6 +28,8 @@ def first_non_finite(model: nn.Module) -> str | None:
     """The name of the first parameter or floating buffer holding NaN or inf, else ``None``."""
     with torch.no_grad():
         for name, t in [*model.named_parameters(), *model.named_buffers()]:
+            if isinstance(t, nn.Parameter) and not t.requires_grad:
+                continue  # frozen: no step writes it (a frozen encoder is most of the model)
             if t.is_floating_point() and not bool(torch.isfinite(t).all()):
                 return name
     return None

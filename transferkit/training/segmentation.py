@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..errors import DataError
-from ..metrics.segmentation import DEFAULT_IGNORE_INDEX, resize_logits
+from ..metrics.segmentation import DEFAULT_IGNORE_INDEX, class_map, resize_logits
 
 __all__ = ["SEGMENTATION_LOSSES", "SegmentationLoss", "make_segmentation_loss", "check_masks",
            "pixel_class_weights", "pixel_correct", "DEFAULT_IGNORE_INDEX"]
@@ -159,7 +159,7 @@ def pixel_correct(out: Tensor, masks: Tensor | list[Tensor],
     """Sum over the batch of each image's pixel accuracy (the trainer divides by images)."""
     if isinstance(masks, list):  # masks of different sizes
         return sum(pixel_correct(o[None], m[None], ignore_index) for o, m in zip(out, masks))
-    pred = resize_logits(out, masks.shape[-2:]).argmax(1)
+    pred = class_map(resize_logits(out, masks.shape[-2:]))
     valid = masks != ignore_index if ignore_index is not None else torch.ones_like(
         masks, dtype=torch.bool)
     hits = ((pred == masks) & valid).flatten(1).sum(1).float()
