@@ -205,8 +205,11 @@ def check_pixels(x: Tensor) -> None:
         return
     if x.is_floating_point():
         if not bool(torch.isfinite(x).all()):
-            raise DataError("The images hold NaN or infinite pixel values. Clean or drop those "
-                            "images first.")
+            bad = (~torch.isfinite(x.flatten(1) if x.ndim > 1 else x[:, None])).any(1)
+            raise DataError(
+                f"The inputs hold NaN or infinite values (first bad samples: "
+                f"{bad.nonzero().flatten()[:5].tolist()}). Clean or drop those samples first."
+            )
         lo, hi = (float(v) for v in torch.aminmax(x))
         if lo >= -PIXEL_TOLERANCE and hi <= 1 + PIXEL_TOLERANCE:
             return
