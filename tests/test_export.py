@@ -195,3 +195,19 @@ def test_fixed_batch_export(tmp_path):
     model = tiny_model(3)
     result = tk.export(model, tmp_path / "m.pt2", "exported_program", dynamic_batch=False)
     assert result.checked_batch_sizes == (1,) and result.metadata["dynamic_batch"] is False
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["exported_program", pytest.param("onnx", marks=needs_onnx)])
+def test_segmentation_model_exports_with_its_task(tmp_path, fmt):
+    model = tk.replace_head(tk.load_backbone("resnet18"), 3, head="unet")
+    model.backbone.data_config = model.backbone.data_config.with_image_size(64)
+    result = tk.export(model, tmp_path / "seg.bin", fmt)
+    assert result.metadata["task"] == "segmentation" and result.metadata["dense"] is True
+    run = load_runner(result.path, fmt)
+    for n in (1, 5):
+        x = torch.randn(n, 3, 64, 64)
+        with torch.no_grad():
+            want = model.eval()(x)  # (N, K, H, W)
+        assert want.shape == (n, 3, 64, 64)
+        torch.testing.assert_close(torch.as_tensor(run(x)), want, atol=1e-4, rtol=0)
