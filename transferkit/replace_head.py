@@ -82,6 +82,17 @@ def _head_input(backbone: Backbone, spec: HeadSpec) -> Any:
     return info
 
 
+def _zero_last_conv(head: nn.Module) -> None:
+    """Zero the output convolution of an image-to-image head: the model (residual, see
+    ``TransferModel.residual``) then starts as the identity, its baseline, instead of adding
+    a random image to its input (gradients still reach that convolution at once)."""
+    convs = [m for m in head.modules() if isinstance(m, nn.Conv2d)]
+    if convs:
+        nn.init.zeros_(convs[-1].weight)
+        if convs[-1].bias is not None:
+            nn.init.zeros_(convs[-1].bias)
+
+
 def replace_head(
     model: nn.Module,
     num_classes: int,
@@ -158,6 +169,8 @@ def replace_head(
         with torch.random.fork_rng(devices=[]):  # the head is built on the CPU
             torch.manual_seed(seed)
             new_head = build_head(head, in_features, num_classes, **head_options)
+    if task == "image2image":
+        _zero_last_conv(new_head)
     return TransferModel(
         backbone, new_head, num_classes, head_name=head, head_options=head_options,
         class_names=class_names, dense=spec.dense, task=task,
