@@ -116,7 +116,7 @@ def main(argv=None) -> int:
                 rates[name].append(per_second(fn, count))
         print(f"\n{size} px crop (pre-crop {s} px), {n} JPEGs of 300-512 px, 1 thread:")
         for name, v in rates.items():
-            print(f"  {name:<24}{float(np.median(v)):>9.0f} images/s")
+            print(f"  {name:<24}{float(np.median(v)):>9.1f} images/s")
         train = float(np.median(rates["lite0 training"]))
         print(f"  samples path / training: {float(np.median(rates['epoch samples path'])) / train:.2f}x;"
               f" decoded batches / training: {float(np.median(rates['epoch decoded batches'])) / train:.1f}x;"

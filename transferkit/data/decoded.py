@@ -38,7 +38,9 @@ __all__ = ["DEFAULT_DECODE_BUDGET", "JPEG_DECODER", "decode_once", "decodable", 
 
 #: Bytes of decoded images kept in memory before they go to a disk memmap.
 DEFAULT_DECODE_BUDGET = 2 * 2**30
-#: ``"torchvision"`` (``torchvision.io.decode_image``) or ``"pil"`` for JPEG files.
+#: ``"torchvision"`` (``torchvision.io.decode_image``) or ``"pil"`` for JPEG files. Measured by
+#: ``benchmarks/decode_once.py`` (60 JPEGs of 300-512 px, 1 thread, decode + resize):
+#: torchvision 1.48x PIL's images/s for a 256 px pre-crop, 1.56x for 73 px.
 JPEG_DECODER = "torchvision"
 _JPEG = (".jpg", ".jpeg")
 

@@ -282,7 +282,8 @@ class Trainer:
                 check_label_range(y, model.num_classes)
             elif dense_target(cfg.task) and self.train_source.targets is None:
                 check_targets(y, cfg.task, model.num_classes, ignore_index=cfg.ignore_index)
-            x = self.formats.before(x)  # a format trial runs on the first steps
+            if self.cache is None:  # images through the model (not cached features)
+                x = self.formats.before(x)  # a format trial runs on the first steps
             x, y_train = self.mix(x, y)  # soft targets under mixup/cutmix (training/mixing.py)
             stepping = (i + 1) % cfg.grad_accum_steps == 0 or i + 1 == n_batches
             with self.dist.sync_context(forward, stepping):  # all-reduce on stepping only
@@ -299,7 +300,8 @@ class Trainer:
                 self.scaler.scale(loss / cfg.grad_accum_steps).backward()
             if stepping:
                 self._step()
-            self.formats.after(self.optimizer)
+            if self.cache is None:
+                self.formats.after(self.optimizer)
             total_loss += loss_value * len(y)
             correct += batch_correct(cfg.task, out.detach(), y, cfg.ignore_index)
             seen += len(y)
