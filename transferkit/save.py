@@ -48,6 +48,7 @@ from ._io import atomic_write, atomic_write_bytes, sha256_bytes
 from .heads import get_head_spec
 from .load_backbone import load_backbone
 from .replace_head import replace_head
+from .training.lora import merge_lora
 from .transfer_model import TransferModel
 
 __all__ = ["save", "load", "FORMAT", "FORMAT_VERSION", "model_paths"]
@@ -188,6 +189,7 @@ def save(model: TransferModel, path: str | os.PathLike) -> tuple[Path, Path]:
             "safetensors.torch.save_file."
         )
     _check_rebuildable(model)
+    model = merge_lora(model, copy_model=True)  # LoRA adapters folded in: a plain model
     weights_path, config_path = model_paths(path)
     config = _config(model, weights_path.name)
     weights_path.parent.mkdir(parents=True, exist_ok=True)

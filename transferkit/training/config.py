@@ -105,6 +105,11 @@ class FinetuneConfig:
     wise_alpha: float | str | None = None
     mixup: float | None = None
     cutmix: float | None = None
+    lora_rank: int | None = None
+    lora_alpha: float | None = None
+    lora_targets: Sequence[str] | None = None
+    lora_dropout: float | None = None
+    lora_merge: bool = False
 
     def __post_init__(self) -> None:
         _check_int("epochs", self.epochs, 1)

@@ -13,6 +13,8 @@
   0.20 and ended at 0.943.
 - ``gradual``: unfreeze stage by stage from the top, one stage per epoch (Howard & Ruder 2018,
   ULMFiT); epoch 0 trains the head alone.
+- ``lora``: the backbone frozen (BatchNorm statistics too), low-rank adapters injected by peft
+  and the head train (Hu et al. 2021; ``transferkit.training.lora``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from ..freeze import freeze, unfreeze
 
 __all__ = ["STRATEGIES", "Phase", "plan_phases", "apply_phase"]
 
-STRATEGIES = ("full", "linear_probe", "lp_ft", "gradual")
+STRATEGIES = ("full", "linear_probe", "lp_ft", "gradual", "lora")
 
 
 @dataclass(frozen=True)
@@ -35,9 +37,9 @@ class Phase:
     """One stretch of training with a fixed optimiser.
 
     Attributes:
-        name: ``"full"``, ``"probe"``, ``"finetune"`` or ``"gradual"``.
+        name: ``"full"``, ``"probe"``, ``"finetune"``, ``"gradual"`` or ``"lora"``.
         epochs: epochs in this phase (at most, for a probe that stops when it converges).
-        backbone: ``"frozen"``, ``"trainable"`` or ``"gradual"``.
+        backbone: ``"frozen"``, ``"trainable"``, ``"gradual"`` or ``"lora"``.
         backbone_lr_mult: backbone learning rate as a fraction of ``lr``.
         until_converged: stop the phase early when the training loss stops improving.
         keep_bn_statistics: every BatchNorm layer of the backbone stays in eval mode (running
@@ -67,6 +69,8 @@ def plan_phases(strategy: str, epochs: int, probe_epochs: int,
         ]
     if strategy == "gradual":
         return [Phase("gradual", epochs, "gradual", _mult(backbone_lr_mult, 1.0))]
+    if strategy == "lora":
+        return [Phase("lora", epochs, "lora", _mult(backbone_lr_mult, 1.0))]
     raise ValueError(f"finetune: strategy must be one of {list(STRATEGIES)}, got {strategy!r}.")
 
 
@@ -79,6 +83,11 @@ def apply_phase(model: nn.Module, backbone: Backbone, phase: Phase, epoch_in_pha
     """Set what trains for ``phase`` at ``epoch_in_phase`` (idempotent)."""
     if phase.backbone == "frozen":
         freeze(model, bn=bn)
+    elif phase.backbone == "lora":  # frozen base, trainable adapters (training/lora.py)
+        freeze(model, bn="eval")
+        for name, p in backbone.named_parameters():
+            if "lora_" in name:
+                p.requires_grad_(True)
     elif phase.backbone == "trainable":
         unfreeze(model)
         if phase.keep_bn_statistics and bn == "eval":
