@@ -217,7 +217,8 @@ def _write_onnx(model: nn.Module, sample: Tensor, tmp: str, meta: dict[str, Any]
 
     ep = _torch_export(model, sample, dynamic_batch)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(open(os.devnull, "w")):
+        with warnings.catch_warnings(), open(os.devnull, "w") as quiet, \
+                contextlib.redirect_stdout(quiet):  # the exporter's progress lines
             warnings.simplefilter("ignore")
             program = torch.onnx.export(ep, dynamo=True, verbose=False, opset_version=opset,
                                         input_names=["input"], output_names=["logits"])
