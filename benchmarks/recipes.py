@@ -17,7 +17,9 @@ epochs of the whole model, ``P`` = ``--probe-epochs`` epochs of a probe on cache
 ``linear_probe`` (2 x P epochs), ``full`` (FT), ``gradual`` (FT), ``lp_ft`` (P + FT, backbone at
 0.1 lr), ``lp_ft+llrd`` (``layer_decay=0.75``), ``lp_ft+wise`` (``wise_alpha="auto"`` on the
 validation images), ``lp_ft+ema`` (``ema=0.999, ema_warmup=True``), ``lp_ft+mixup``
-(``mixup=0.2``; no feature cache then). Each run appends one JSON line to ``--out``; rerun with
+(``mixup=0.2``; no feature cache then), ``lora`` (FT epochs of rank-8 adapters on every
+Linear and 1x1 convolution plus the head, lr 5e-3 as in peft's image-classification example,
+frozen base). Each run appends one JSON line to ``--out``; rerun with
 ``--report`` to print the table (mean and spread = max - min over the seeds done) from it.
 
 Run at one thread (the machine is shared)::
@@ -51,6 +53,7 @@ RECIPES = {
     "lp_ft+llrd": lambda a: dict(strategy="lp_ft", layer_decay=0.75),
     "gradual": lambda a: dict(strategy="gradual"),
     "lp_ft+mixup": lambda a: dict(strategy="lp_ft", mixup=0.2),
+    "lora": lambda a: dict(strategy="lora", lora_rank=8, lr=5e-3),
 }
 BACKBONES = ("mobilenet_v2", "efficientnet_lite0")
 
