@@ -11,14 +11,17 @@ not change.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
 from .backbones import Backbone
 from .backbones._base import count_parameters, is_batchnorm
+from .errors import ModelFormatError
 from .transfer_model import TransferModel
 
-__all__ = ["freeze", "unfreeze", "FreezeSummary"]
+__all__ = ["freeze", "unfreeze", "FreezeSummary", "freeze_state", "keep_batchnorm_statistics",
+           "load_freeze_state"]
 
 _BN_MODES = ("eval", "train")
 
@@ -125,3 +128,61 @@ def unfreeze(model: nn.Module, upto: str | int | None = None) -> FreezeSummary:
             p.requires_grad_(True)
     _set_stages(backbone, names[start:], trainable=True, bn="train")
     return _summary(model, backbone)
+
+
+# -- the freeze state as data: the one format save and checkpoints share ----------------------
+def freeze_state(model: TransferModel) -> dict[str, list[str]]:
+    """What is frozen, as JSON-ready data: ``{"parameters": [...], "batchnorm_eval": [...]}``.
+
+    ``parameters`` names the model's parameters that do not train; ``batchnorm_eval`` the
+    backbone's BatchNorm layers kept in eval mode. :func:`load_freeze_state` restores it.
+
+    Example:
+        >>> import transferkit as tk
+        >>> m = tk.replace_head(tk.load_backbone("resnet18"), 3)
+        >>> _ = tk.freeze(m)
+        >>> freeze_state(m)["batchnorm_eval"][:2]
+        ['bn1', 'layer1.0.bn1']
+    """
+    return {"parameters": [n for n, p in model.named_parameters() if not p.requires_grad],
+            "batchnorm_eval": sorted(model.backbone._frozen_bn)}
+
+
+def load_freeze_state(model: TransferModel, state: Any, *, source: str = "the freeze state"
+                      ) -> None:
+    """Restore a :func:`freeze_state`: every listed parameter frozen, every other one trainable.
+
+    Everything is checked first (``source`` names the file in the messages): a damaged or
+    foreign state raises :class:`~transferkit.errors.ModelFormatError` and changes nothing.
+    """
+    params = dict(model.named_parameters())
+    modules = dict(model.backbone.named_modules())
+    names = state.get("parameters") if isinstance(state, dict) else None
+    bns = state.get("batchnorm_eval") if isinstance(state, dict) else None
+    if not isinstance(names, list) or not isinstance(bns, list):
+        raise ModelFormatError(
+            f"{source} is damaged: \"frozen\" must be {{\"parameters\": [names], "
+            f"\"batchnorm_eval\": [names]}}, got {state!r}. Save the model again with "
+            "transferkit.save()."
+        )
+    unknown = [n for n in names if n not in params] + [n for n in bns if n not in modules]
+    if unknown:
+        raise ModelFormatError(
+            f"{source} lists frozen layers that the rebuilt model does not have: "
+            f"{unknown[:5]} ({len(unknown)} in all). The file does not belong to this "
+            "architecture; save the model again with transferkit.save()."
+        )
+    frozen = set(names)
+    for n, p in params.items():
+        p.requires_grad_(n not in frozen)
+    model.backbone._frozen_bn = set(bns)
+
+
+def keep_batchnorm_statistics(model: TransferModel) -> None:
+    """Keep every BatchNorm layer of the backbone in eval mode (its running statistics as they
+    are) while its weights train: lp_ft's second phase with ``bn="eval"``."""
+    backbone = _backbone(model, "keep_batchnorm_statistics")
+    for name, m in backbone.named_modules():
+        if is_batchnorm(m):
+            backbone._frozen_bn.add(name)  # Backbone.train() keeps these in eval
+            m.eval()

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from .backbones import DataConfig, get_backbone_spec
+from .freeze import freeze_state, load_freeze_state
 from .errors import (
     MissingWeightsFileError,
     ModelFormatError,
@@ -127,10 +128,7 @@ def _config(model: TransferModel, weights_name: str) -> dict[str, Any]:
         "temperature": getattr(model, "temperature", None),  # tk.calibrate's, or None
         **_task_settings(model),
         "data_config": bb.data_config.to_dict(),
-        "frozen": {
-            "parameters": [n for n, p in model.named_parameters() if not p.requires_grad],
-            "batchnorm_eval": sorted(bb._frozen_bn),
-        },
+        "frozen": freeze_state(model),  # the format checkpoints use too (freeze.py)
     }
 
 
@@ -324,28 +322,8 @@ def _rebuild(config: dict[str, Any]) -> TransferModel:
 
 def _refreeze(model: TransferModel, frozen: Any, where: Path) -> None:
     """Set ``requires_grad`` and the eval-mode BatchNorm layers as they were saved."""
-    if frozen is None:
-        return
-    params = dict(model.named_parameters())
-    modules = dict(model.backbone.named_modules())
-    names = frozen.get("parameters", []) if isinstance(frozen, dict) else None
-    bns = frozen.get("batchnorm_eval", []) if isinstance(frozen, dict) else None
-    if not isinstance(names, list) or not isinstance(bns, list):
-        raise ModelFormatError(
-            f"{str(where)!r} is damaged: \"frozen\" must be {{\"parameters\": [names], "
-            f"\"batchnorm_eval\": [names]}}, got {frozen!r}. Save the model again with "
-            "transferkit.save()."
-        )
-    unknown = [n for n in names if n not in params] + [n for n in bns if n not in modules]
-    if unknown:
-        raise ModelFormatError(
-            f"{str(where)!r} lists frozen layers that the rebuilt model does not have: "
-            f"{unknown[:5]} ({len(unknown)} in all). The file does not belong to this "
-            "architecture; save the model again with transferkit.save()."
-        )
-    for n in names:
-        params[n].requires_grad_(False)
-    model.backbone._frozen_bn = set(bns)
+    if frozen is not None:  # files older than the freeze state load all trainable
+        load_freeze_state(model, frozen, source=repr(str(where)))
 
 
 _PAIR_TRIES = 8  # reads of the pair while another process may be replacing it

@@ -24,8 +24,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from ..backbones import Backbone
-from ..backbones._base import is_batchnorm
-from ..freeze import freeze, unfreeze
+from ..freeze import freeze, keep_batchnorm_statistics, unfreeze
 
 __all__ = ["STRATEGIES", "Phase", "plan_phases", "apply_phase"]
 
@@ -91,10 +90,7 @@ def apply_phase(model: nn.Module, backbone: Backbone, phase: Phase, epoch_in_pha
     elif phase.backbone == "trainable":
         unfreeze(model)
         if phase.keep_bn_statistics and bn == "eval":
-            for name, m in backbone.named_modules():
-                if is_batchnorm(m):
-                    backbone._frozen_bn.add(name)  # Backbone.train() keeps these in eval
-                    m.eval()
+            keep_batchnorm_statistics(model)  # freeze.py owns the freeze state
     else:  # gradual: the top `epoch_in_phase` stages are trainable
         names = backbone.stage_names
         n_open = min(epoch_in_phase, len(names))

@@ -23,6 +23,7 @@ from .checkpoint import LAST, atomic_save, load_checkpoint, rng_state, set_rng_s
 from .._utils import autocast, autocast_dtype
 from ..data.sources import BatchPrep, Source, as_source, default_workers, fix_channels, resolve_device
 from ..distributed import DistContext, shard_positions
+from ..freeze import freeze_state, load_freeze_state
 from ..data.dense import batch_prep
 from ..errors import DataError, TrainingError
 from ..backbones._base import is_batchnorm
@@ -578,8 +579,7 @@ class Trainer:
             "phase_done": phase_done,
             "rng": rngs[0], "rng_ranks": rngs, "world": self.dist.world,
             "steps_per_epoch": self._steps_per_epoch(),
-            "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
-            "frozen_bn": sorted(model.backbone._frozen_bn),
+            "frozen": freeze_state(model),  # the format save uses too (freeze.py)
             "history": self.history.to_list(),
             "early": {k: v for k, v in self._early.items()},
         }
@@ -601,9 +601,7 @@ class Trainer:
         check_resume(ck.get("options"), run_options(self.cfg, self.train_source.n, model, self.dist.world), path)
         check_architecture(ck["model"], model, path)
         model.load_state_dict(ck["model"])
-        for n, p in model.named_parameters():
-            p.requires_grad_(ck["requires_grad"].get(n, p.requires_grad))
-        model.backbone._frozen_bn = set(ck["frozen_bn"])
+        load_freeze_state(model, ck["frozen"], source=repr(str(path)))
         self.history = History(ck["history"])
         self.epoch = ck["epoch"]
         self._early = dict(ck["early"])
