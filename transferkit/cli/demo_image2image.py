@@ -32,10 +32,10 @@ class I2IDemoConfig:
 
     tasks: tuple[str, ...] = ("super_resolution", "colorization")
     size: int = 64
-    n_train: int = 256
-    n_test: int = 64
-    epochs: int = 3
-    probe_epochs: int = 2
+    n_train: int = 128
+    n_test: int = 32
+    epochs: int = 2
+    probe_epochs: int = 1
     batch_size: int = 16
     lr: float = 1e-3
     decoder_channels: int = 64
