@@ -8,7 +8,6 @@ is always used at its own resolution.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
