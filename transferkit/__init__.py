@@ -37,7 +37,7 @@ from .replace_head import replace_head
 from .save import load, save
 from .transfer_model import TransferModel
 
-from ._version import __version__
+from ._version import __version__ as __version__  # re-exported
 
 # Subpackages a user reaches as attributes (tk.datasets.animal_mnist, tk.reference.conv2d),
 # imported on first use so that ``import transferkit`` stays light.

@@ -15,7 +15,6 @@ A ``DataLoader`` is used as it is: its batches are already what the user wants t
 
 from __future__ import annotations
 
-import math
 import os
 import random
 from collections.abc import Iterator, Sequence
@@ -26,7 +25,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 from torch.utils.data import (DataLoader, Dataset, DistributedSampler, Sampler, Subset,
                               TensorDataset, get_worker_info)
 
@@ -34,7 +32,7 @@ from .._utils import resolve_device
 from ..backbones import DataConfig
 from ..errors import DataError
 from .inputs import PILPairs, image_tensor, is_pil_list, label_tensor, to_tensor
-from .preprocess import BatchPrep, fix_channels, sample_transform, to_float_pixels
+from .preprocess import BatchPrep, fix_channels, sample_transform
 
 __all__ = [
     "BatchPrep",

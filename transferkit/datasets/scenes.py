@@ -70,8 +70,8 @@ def _silhouettes() -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
         rows, cols = on.any(2), on.any(1)  # (N, 28) each
         top, left = rows.argmax(1), cols.argmax(1)
         bottom, right = 28 - rows[:, ::-1].argmax(1), 28 - cols[:, ::-1].argmax(1)
-        crops = [g[t:b, l:r] if o.any() else g
-                 for g, o, t, b, l, r in zip(grey, rows, top, bottom, left, right)]
+        crops = [g[t:b, lo:r] if o.any() else g
+                 for g, o, t, b, lo, r in zip(grey, rows, top, bottom, left, right)]
         out[split] = (crops, data.targets.numpy())
     return out
 
