@@ -601,7 +601,10 @@ class Trainer:
         check_resume(ck.get("options"), run_options(self.cfg, self.train_source.n, model, self.dist.world), path)
         check_architecture(ck["model"], model, path)
         model.load_state_dict(ck["model"])
-        load_freeze_state(model, ck["frozen"], source=repr(str(path)))
+        frozen = ck.get("frozen") or {  # checkpoints written before the shared format
+            "parameters": [n for n, g in ck["requires_grad"].items() if not g],
+            "batchnorm_eval": list(ck["frozen_bn"])}
+        load_freeze_state(model, frozen, source=repr(str(path)))
         self.history = History(ck["history"])
         self.epoch = ck["epoch"]
         self._early = dict(ck["early"])
