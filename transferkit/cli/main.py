@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import ecosystem
+from .lr_find import add_lr_find_parser, cmd_lr_find
 
 __all__ = ["main", "build_parser", "BUILTIN_DATASETS"]
 
@@ -182,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tiny", action="store_true", help="a seconds-long run (for tests)")
     p.add_argument("--no-progress", action="store_true")
     _rank_arguments(sub, common)
+    add_lr_find_parser(sub, common)  # cli/lr_find.py
     ecosystem.add_export_parser(sub, common, _positive_int)
     ecosystem.finish_parser(sub)  # predict --explain; one example per subcommand's --help
     return parser
@@ -571,7 +573,8 @@ def _cmd_rank(args: argparse.Namespace) -> int:
 
 _COMMANDS = {"export": ecosystem.cmd_export,
              "list": _cmd_list, "finetune": _cmd_finetune, "evaluate": _cmd_evaluate,
-             "predict": _cmd_predict, "demo": _cmd_demo, "rank": _cmd_rank}
+             "predict": _cmd_predict, "demo": _cmd_demo, "rank": _cmd_rank,
+             "lr-find": cmd_lr_find}
 
 
 # -- entry point ------------------------------------------------------------------------------
