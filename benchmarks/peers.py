@@ -98,8 +98,8 @@ class Start:
 
     def plain_model(self) -> nn.Sequential:
         model = nn.Sequential(Body(copy.deepcopy(self.backbone)), copy.deepcopy(self.head))
-        sd = {k.replace("0.backbone.", "backbone.", 1).replace("1.", "head.", 1): v
-              for k, v in model.state_dict().items()}
+        sd = {("backbone." + k[len("0.backbone."):]) if k.startswith("0.") else
+              ("head." + k[len("1."):]): v for k, v in model.state_dict().items()}
         self.check(sd)
         return model
 
