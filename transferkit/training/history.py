@@ -64,16 +64,16 @@ class History:
         from ..errors import MissingDependencyError
 
         try:
-            import matplotlib
+            from matplotlib.figure import Figure
 
-            if path is not None:
-                matplotlib.use("Agg", force=False)
-            import matplotlib.pyplot as plt
+            if path is None:  # to show: pyplot's figure; to save: no pyplot, no global backend
+                import matplotlib.pyplot as plt
         except ImportError:
             raise MissingDependencyError(
                 'History.plot needs matplotlib. Install it with pip install "transferkit[plot]".'
             ) from None
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        fig = plt.figure(figsize=(10, 4)) if path is None else Figure(figsize=(10, 4))
+        axes = fig.subplots(1, 2)
         epochs = self["epoch"]
         for ax, metric in zip(axes, ("loss", "accuracy")):
             for split in ("train", "val"):
@@ -86,7 +86,6 @@ class History:
         fig.tight_layout()
         if path is not None:
             fig.savefig(path, dpi=100)
-            plt.close(fig)
         return fig
 
 
