@@ -323,10 +323,6 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     from ..save import save
 
     main = _is_main_process()
-    train, held, classes, held_desc = _training_data(args)
-    weights = None if args.weights.lower() == "none" else args.weights
-    model = replace_head(load_backbone(args.backbone, weights=weights), len(classes),
-                         args.head, class_names=classes)
     progress = not args.no_progress and main
     options: dict[str, Any] = {
         "epochs": args.epochs, "strategy": args.strategy, "probe_epochs": args.probe_epochs,
@@ -418,6 +414,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    _check_device(args.device)
     from ..predict import predict
     from ..save import load
 
@@ -552,6 +549,9 @@ def _rank_arguments(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _cmd_rank(args: argparse.Namespace) -> int:
+    _check_device(args.device)
+    if args.json_path:
+        _check_output_file(args.json_path, "--json")
     from ..selection.rank_backbones import rank_backbones
 
     train, _, _, _ = _training_data(args)
