@@ -139,11 +139,11 @@ class BackboneSpec:
 
 
 def resolve_path(root: nn.Module, path: str) -> nn.Module | nn.Parameter:
-    """``root.a.b.0`` by its dotted path (modules, parameters or indexable containers)."""
-    obj: Any = root
-    for part in path.split("."):
-        obj = obj[int(part)] if part.isdigit() and not hasattr(obj, part) else getattr(obj, part)
-    return obj
+    """``root.a.b.0`` by its dotted path: a submodule, else a parameter (torch's own lookups)."""
+    try:
+        return root.get_submodule(path)
+    except AttributeError:
+        return root.get_parameter(path)
 
 
 def global_pool(x: Tensor) -> Tensor:

@@ -257,9 +257,6 @@ def format_table(result: DemoResult) -> str:
 
 def plot_learning_curves(results: Sequence[StrategyResult], path: str | os.PathLike) -> None:
     """Training loss and validation accuracy per epoch, one line per strategy, in one figure."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from scipy.special import softmax
 from sklearn import metrics as skm
 
 from ..errors import DataError, MissingDependencyError
@@ -357,12 +358,6 @@ def _class_keys(class_names: Sequence[str] | None, num_classes: int) -> list[str
 
 
 # -- the figures ----------------------------------------------------------------------------
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def expected_calibration_error(probs: np.ndarray, y: np.ndarray, n_bins: int = 15) -> float:
     """ECE of the top-1 confidence: ``sum_b |B_b|/N * |acc(B_b) - conf(B_b)|``.
 
@@ -399,7 +394,7 @@ def _multiclass(y: np.ndarray, logits: np.ndarray, keys: list[str], top_k: Seque
                 n_bins: int, loss: float | None) -> dict[str, Any]:
     num_classes = logits.shape[1]
     labels = list(range(num_classes))
-    probs = _softmax(logits)
+    probs = softmax(logits, axis=1)
     pred = logits.argmax(axis=1)
     if loss is None:
         log_probs = logits - logits.max(axis=1, keepdims=True)

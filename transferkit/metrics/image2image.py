@@ -261,9 +261,6 @@ def plot_panels(examples: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
     """Draw ``(input, target, output)`` triples of ``(H, W, 3)`` arrays as rows; returns the
     figure (written to ``path`` when given)."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
     except ImportError:
         raise MissingDependencyError(

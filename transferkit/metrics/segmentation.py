@@ -317,9 +317,6 @@ def plot_overlays(examples: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
     """Draw ``(image, truth, prediction)`` triples as rows: image, truth over it, prediction
     over it (colours from :func:`palette`; ignored pixels transparent). Returns the figure."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
     except ImportError:
         raise MissingDependencyError(
