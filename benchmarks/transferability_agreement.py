@@ -87,7 +87,7 @@ def _build(candidates: tuple[tuple[str, str | None], ...], seed: int) -> list[tk
 def _score(backbones: list[tk.Backbone], labels: list[str], train: Any, metric: str,
            image_size: int, progress: bool) -> dict[str, dict[str, float]]:
     """``{label: {"score", "seconds", "num_features"}}`` from one rank_backbones call."""
-    ranking = rank_backbones(backbones, train, metric, image_size=image_size, progress=progress)
+    ranking = rank_backbones(backbones, train, metric=metric, image_size=image_size, progress=progress)
     # Rows carry names and weights, not objects; (name, weights) differ between candidates.
     rows = {(r.name, r.weights): r for r in ranking.rows}
     if len(rows) != len(backbones):

@@ -90,7 +90,7 @@ def lite0_imagenet():
 # -- the order and the figures ----------------------------------------------------------------
 @pytest.mark.parametrize("metric", ["logme", "h_score"])
 def test_features_that_separate_the_classes_rank_above_noise(data, metric) -> None:
-    ranking = rank_backbones(["rank_test_noise", "rank_test_signal"], data, metric,
+    ranking = rank_backbones(["rank_test_noise", "rank_test_signal"], data, metric=metric,
                              progress=False)
     assert [r.name for r in ranking] == ["rank_test_signal", "rank_test_noise"]
     assert ranking.best.name == "rank_test_signal"
@@ -100,7 +100,7 @@ def test_features_that_separate_the_classes_rank_above_noise(data, metric) -> No
 @pytest.mark.parametrize("metric, score", [("logme", logme), ("h_score", h_score)])
 def test_the_score_is_the_metric_of_the_pooled_features(data, metric, score) -> None:
     X, y = data
-    ranking = rank_backbones("rank_test_signal", data, metric, progress=False)
+    ranking = rank_backbones("rank_test_signal", data, metric=metric, progress=False)
     features = tk.load_backbone("rank_test_signal")(BatchPrep(CONFIG, train=False)(X))  # (N, 6)
     assert ranking.best.score == pytest.approx(score(features.detach(), y), rel=1e-5)
 
@@ -169,7 +169,7 @@ def test_unavailable_weights_raise_when_asked_or_when_nothing_is_left(data, torc
 @pytest.mark.parametrize("metric", ["leep", "nce"])
 def test_leep_and_nce_use_the_pretrained_imagenet_head(few, lite0_imagenet, metric) -> None:
     X, y = few
-    ranking = rank_backbones(["efficientnet_lite0"], few, metric, image_size=32,
+    ranking = rank_backbones(["efficientnet_lite0"], few, metric=metric, image_size=32,
                              progress=False)
     config = tk.get_backbone_spec("efficientnet_lite0").data_config.with_image_size(32)
     with torch.inference_mode():  # the whole ImageNet classifier, run the plain way
@@ -184,7 +184,7 @@ def test_leep_refuses_a_backbone_without_its_source_head(data) -> None:
             "transferkit backbones drop; rank_backbones has it only for efficientnet_lite0, "
             "efficientnet_lite1, efficientnet_lite2 with their pretrained weights, not for "
             "'resnet18' (weights None).")):
-        rank_backbones([("resnet18", None)], data, "leep", progress=False)
+        rank_backbones([("resnet18", None)], data, metric="leep", progress=False)
 
 
 def test_nce_refuses_a_lite_whose_weights_moved(few) -> None:
@@ -192,7 +192,7 @@ def test_nce_refuses_a_lite_whose_weights_moved(few) -> None:
     with torch.no_grad():
         next(backbone.parameters()).add_(1.0)  # as after fine-tuning
     with pytest.raises(ValueError, match="are not its pretrained ImageNet weights"):
-        rank_backbones([backbone], few, "nce", image_size=32, progress=False)
+        rank_backbones([backbone], few, metric="nce", image_size=32, progress=False)
 
 
 # -- bad input --------------------------------------------------------------------------------

@@ -157,10 +157,10 @@ def _subset(dataset: Any, idx: np.ndarray) -> Any:
 def cross_validate(
     build_model: Callable[[], nn.Module],
     dataset: Any,
+    *,
     k: int = 5,
     stratified: bool = True,
     seed: int = 0,
-    *,
     eval_options: dict[str, Any] | None = None,
     **finetune_kwargs: Any,
 ) -> CrossValidationResult:

@@ -80,7 +80,8 @@ def _summary(model: nn.Module, backbone: Backbone) -> FreezeSummary:
     return FreezeSummary(trainable, frozen, tuple(frozen_stages), tuple(trainable_stages), bn)
 
 
-def freeze(model: nn.Module, upto: str | int | None = None, bn: str = "eval") -> FreezeSummary:
+def freeze(model: nn.Module, upto: str | int | None = None, *, bn: str = "eval"
+           ) -> FreezeSummary:
     """Freeze the backbone from the input through stage ``upto`` (all of it when ``None``).
 
     Args:

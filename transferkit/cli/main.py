@@ -561,7 +561,7 @@ def _cmd_rank(args: argparse.Namespace) -> int:
         if item:
             candidates.append((name, None if weights.lower() == "none" else weights)
                               if sep else name)
-    ranking = rank_backbones(candidates, train, args.metric, image_size=args.image_size,
+    ranking = rank_backbones(candidates, train, metric=args.metric, image_size=args.image_size,
                              batch_size=args.batch_size, device=args.device,
                              progress=not args.no_progress)
     if args.json_path:

@@ -283,8 +283,8 @@ def _check_int(name: str, value: object, low: int) -> None:
 def rank_backbones(
     candidates: str | Backbone | Sequence[str | tuple[str, Any] | Backbone],
     data: Any,
-    metric: str = "logme",
     *,
+    metric: str = "logme",
     image_size: int | None = None,
     batch_size: int = 64,
     device: str | torch.device | None = None,
