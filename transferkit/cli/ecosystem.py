@@ -21,6 +21,8 @@ EXAMPLES = {
     "rank": "transferkit rank --data animal_mnist --candidates resnet18 efficientnet_lite0 "
             "--image-size 64",
     "export": "transferkit export runs/animals/model runs/animals/model.onnx --image-size 64",
+    "lr-find": "transferkit lr-find --data animal_mnist --image-size 64 --strategy linear_probe "
+               "--plot lr_find.png",
 }
 
 

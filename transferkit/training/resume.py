@@ -23,13 +23,14 @@ _KEYS = ("epochs", "probe_epochs", "lr", "strategy", "optimizer", "momentum", "w
          "backbone_lr_mult", "schedule", "warmup_epochs", "grad_accum_steps", "task")
 
 
-def run_options(config: Any, n_train: int, model: Any, world: int = 1) -> dict[str, Any]:
+def run_options(config: Any, n_train: int, model: Any) -> dict[str, Any]:
     """The options of a run that a resume must keep, as plain values.
 
-    The batch size is the global one (per process x processes): a two-process run at batch 4
-    resumes in one process at batch 8 with the same batches (docs/distributed.md).
+    The batch size is not among them: a run may resume with another number of processes or
+    another batch size, and the schedule is re-seeked to the same point of training
+    (``steps_per_epoch`` in the checkpoint; docs/distributed.md).
     """
-    out: dict[str, Any] = {"global_batch_size": int(config.batch_size) * int(world)}
+    out: dict[str, Any] = {}
     for k in _KEYS:
         v = getattr(config, k)
         out[k] = v if v is None or isinstance(v, (bool, int, float, str)) else getattr(

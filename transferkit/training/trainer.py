@@ -570,7 +570,7 @@ class Trainer:
         state = {
             "format": "transferkit-checkpoint", "version": 1,
             "strategy": self.cfg.strategy,
-            "options": run_options(self.cfg, self.train_source.n, model, self.dist.world),
+            "options": run_options(self.cfg, self.train_source.n, model),
             "model": model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -598,7 +598,7 @@ class Trainer:
                 f"{ck['strategy']!r}, not {self.cfg.strategy!r}; resume with the same options."
             )
         model = self.model
-        check_resume(ck.get("options"), run_options(self.cfg, self.train_source.n, model, self.dist.world), path)
+        check_resume(ck.get("options"), run_options(self.cfg, self.train_source.n, model), path)
         check_architecture(ck["model"], model, path)
         model.load_state_dict(ck["model"])
         frozen = ck.get("frozen") or {  # checkpoints written before the shared format
