@@ -195,7 +195,8 @@ def test_skipped_cache_prints_one_line(capsys):
     (X, y), _ = _data()
     tk.finetune(tiny_model(), (X, y), epochs=1, strategy="linear_probe", augment=True,
                 cache_views=0, **{**FAST, "progress": True})
-    lines = [ln for ln in capsys.readouterr().out.splitlines() if "feature cache" in ln]
+    lines = [ln for ln in capsys.readouterr().err.splitlines()
+             if ln.startswith("transferkit: feature cache")]  # not the progress bar's lines
     assert lines == ["transferkit: feature cache off: training data is augmented (pass "
                      "cache_views=K to cache K augmented views)."]
 

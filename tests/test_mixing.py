@@ -35,7 +35,7 @@ def test_targets_are_soft_and_sum_to_one(opts, capsys) -> None:
     torch.manual_seed(0)
     tk.finetune(tiny_model(seed=0), (X, y), strategy="linear_probe", callbacks=[spy],
                 progress=True, seed=1, **opts, **_OPTS)
-    assert "feature cache off: mixup/cutmix" in capsys.readouterr().out
+    assert "feature cache off: mixup/cutmix" in capsys.readouterr().err
     assert spy.seen
     for t in spy.seen:
         assert t.is_floating_point() and t.shape == (6, 3)
@@ -50,7 +50,7 @@ def test_off_by_default_hard_labels_and_cache_on(capsys) -> None:
     spy = _Targets()
     tk.finetune(tiny_model(seed=0), (X, y), strategy="linear_probe", callbacks=[spy],
                 progress=True, **_OPTS)
-    assert "feature cache off" not in capsys.readouterr().out
+    assert "feature cache off" not in capsys.readouterr().err
     assert all(not t.is_floating_point() and t.ndim == 1 for t in spy.seen)
 
 

@@ -179,7 +179,7 @@ def test_cache_is_skipped_with_a_notice_when_augmenting(capsys) -> None:
     history = tk.finetune(model, (X, masks), strategy="linear_probe", epochs=1,
                           augment=True, batch_size=4, progress=True)
     assert history[-1]["cached"] is False
-    assert "feature cache off: the image/mask pairs are augmented" in capsys.readouterr().out
+    assert "feature cache off: the image/mask pairs are augmented" in capsys.readouterr().err
 
 
 def test_augmentation_moves_image_and_mask_together() -> None:

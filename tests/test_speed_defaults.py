@@ -236,7 +236,8 @@ def test_augmented_probe_is_cached_in_two_views_by_default(capsys, strategy):
     assert probe_epochs >= 2 and h["cached"][:probe_epochs] == [True] * probe_epochs
     probe_passes = passes[0] - 24 * (len(h) - probe_epochs)  # lp_ft's last epoch: 24 more
     assert probe_passes == 2 * 24  # two augmented views of each image, once each
-    lines = [ln for ln in capsys.readouterr().out.splitlines() if "feature cache" in ln]
+    lines = [ln for ln in capsys.readouterr().err.splitlines()
+             if ln.startswith("transferkit: feature cache")]  # not the progress bar's lines
     assert lines == [
         "transferkit: feature cache on with augmentation: 2 augmented view(s) per image "
         "precomputed (cache_views=2; epoch e trains on view e % 2), so the 4-epoch probe costs "

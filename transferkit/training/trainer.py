@@ -25,6 +25,7 @@ from ..data.sources import BatchPrep, Source, as_source, default_workers, fix_ch
 from ..distributed import DistContext, shard_positions
 from ..freeze import freeze_state, load_freeze_state
 from ..data.dense import batch_prep
+from .._log import notice
 from ..errors import DataError, TrainingError
 from ..backbones._base import is_batchnorm
 from .feature_cache import (DEFAULT_MEMORY_BUDGET, FeatureCache, build_cache, cache_skip_reason,
@@ -474,10 +475,10 @@ class Trainer:
             custom_transform=cfg.transform is not None)
         if reason is not None:
             if self.dist.is_main and cfg.progress:
-                print(f"transferkit: feature cache off: {reason}.")
+                notice(f"feature cache off: {reason}.")
             return
         if cfg.cache_views is None and cfg.augment and self.dist.is_main and cfg.progress:
-            print(f"transferkit: feature cache on with augmentation: {views} augmented "
+            notice(f"feature cache on with augmentation: {views} augmented "
                   f"view(s) per image precomputed (cache_views={views}; epoch e trains on view "
                   f"e % {views}), so the {phase.epochs}-epoch {phase.name} costs {views} "
                   "backbone pass(es) over the data.")
