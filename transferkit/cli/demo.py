@@ -69,7 +69,7 @@ class DemoConfig:
         tiny: a seconds-long run for tests (a few images, 32 px, one epoch).
     """
 
-    epochs: int = 3
+    epochs: int = 2
     probe_epochs: int = 5
     image_size: int = 64
     n_per_class: int | None = None
