@@ -1,13 +1,18 @@
-"""Small helpers shared by every layer: device selection and the autocast dtype."""
+"""Small helpers shared by every layer: device selection, the autocast dtype, the inference
+context and dotted-path lookups in a module."""
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
+from torch import nn
 
-__all__ = ["AMP_CHOICES", "autocast", "autocast_dtype", "resolve_device"]
+__all__ = ["AMP_CHOICES", "autocast", "autocast_dtype", "inference_context", "resolve_device",
+           "resolve_path"]
 
 #: The values every verb's ``amp`` option takes.
 AMP_CHOICES = (False, True, "bf16", "fp16")
@@ -67,3 +72,33 @@ def autocast(amp: bool | str, device: torch.device | str) -> Any:
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
+def resolve_path(root: nn.Module, path: str) -> nn.Module | nn.Parameter:
+    """``root.a.b.0`` by its dotted path: a submodule, else a parameter (torch's own lookups)."""
+    try:
+        return root.get_submodule(path)
+    except AttributeError:
+        return root.get_parameter(path)
+
+
+@contextmanager
+def inference_context(model: nn.Module, device: torch.device) -> Iterator[nn.Module]:
+    """``model`` in eval mode on ``device`` under ``torch.inference_mode``.
+
+    Afterwards every submodule gets back its own train/eval flag (frozen BatchNorm layers of a
+    training model stay in eval mode) and the model goes back to the device it was on.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    first = next(model.parameters(), None)
+    home = first.device if first is not None else None
+    model.eval()
+    model.to(device)
+    try:
+        with torch.inference_mode():
+            yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+        if home is not None and home != device:
+            model.to(home)

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ._utils import autocast, resolve_device
-from .data.dense import batch_prep
+from ._utils import autocast, inference_context, resolve_device
+from .data.dense import batch_prep, input_items
 from .data.sources import as_source, default_workers
 from .distributed import DistContext
 from .errors import DataError
@@ -63,7 +63,6 @@ def evaluate_dense(model: nn.Module, data: Any, *, task: str, batch_size: int = 
 
     from tqdm.auto import tqdm
 
-    from .evaluate import inference_context
 
     if task not in DENSE_TASKS:
         raise ValueError(f"evaluate: the model's head is dense, so task must be one of "
@@ -120,32 +119,6 @@ class MaskPrediction:
     path: Path | None = None
 
 
-def _items(inputs: Any) -> list[tuple[Any, str | None]]:
-    """``(image, name)`` per input: tensors ``(C, H, W)``/``(N, C, H, W)``, PIL images, paths."""
-    from PIL import Image
-
-    if isinstance(inputs, Tensor):
-        if inputs.ndim == 3:
-            return [(inputs, None)]
-        if inputs.ndim == 4:
-            return [(x, None) for x in inputs]
-        raise DataError(f"predict: a tensor input must be one image (C, H, W) or a batch "
-                        f"(N, C, H, W), got shape {tuple(inputs.shape)}.")
-    if isinstance(inputs, (str, os.PathLike)):
-        p = Path(inputs)
-        if not p.is_file():
-            raise FileNotFoundError(f"predict: image file {str(p)!r} does not exist.")
-        with Image.open(p) as im:
-            im.load()
-            return [(im if im.mode in ("L", "RGB") else im.convert("RGB"), p.stem)]
-    if isinstance(inputs, Image.Image):
-        return [(inputs, None)]
-    if isinstance(inputs, (list, tuple)):
-        return [item for x in inputs for item in _items(x)]
-    raise TypeError("predict: inputs must be a tensor (C, H, W) or (N, C, H, W), a PIL image, "
-                    f"an image path, or a list of those; got {type(inputs).__name__}.")
-
-
 def write_mask_png(mask: Tensor, path: str | os.PathLike, num_classes: int) -> Path:
     """Write ``mask`` as a palette PNG: the pixel values are the class indices (read back as
     indices by the folder loader) and the palette colours them (:func:`~transferkit.metrics.
@@ -167,7 +140,6 @@ def predict_dense(model: nn.Module, inputs: Any, *, batch_size: int = 16,
                   probabilities: bool = False, out_dir: str | os.PathLike | None = None
                   ) -> list[MaskPrediction]:
     """Masks for each input (see :func:`transferkit.predict`)."""
-    from .evaluate import inference_context
 
     if getattr(model, "task", None) == "image2image":  # images, not masks
         from .image2image import predict_images
@@ -177,7 +149,7 @@ def predict_dense(model: nn.Module, inputs: Any, *, batch_size: int = 16,
     if getattr(model, "task", None) not in (None, "segmentation"):
         raise ValueError(f"predict: masks come from a segmentation model; this dense model's "
                          f"task is {model.task!r}.")
-    items = _items(inputs)
+    items = input_items(inputs)
     if not items:
         raise DataError("predict: inputs is empty; give at least one image.")
     config = model.backbone.data_config

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -12,7 +11,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from ._checks import check_choice, check_int
-from ._utils import AMP_CHOICES, autocast
+from ._utils import AMP_CHOICES, autocast, inference_context
 from .data.sources import iter_eval_batches, resolve_device
 from .distributed import DistContext
 from .dense import evaluate_dense
@@ -27,28 +26,6 @@ from .data.tta import resolve_tta, tta_forward
 __all__ = ["evaluate", "infer_task", "inference_context"]
 
 _AMP = AMP_CHOICES
-
-
-@contextmanager
-def inference_context(model: nn.Module, device: torch.device) -> Iterator[nn.Module]:
-    """``model`` in eval mode on ``device`` under ``torch.inference_mode``.
-
-    Afterwards every submodule gets back its own train/eval flag (frozen BatchNorm layers of a
-    training model stay in eval mode) and the model goes back to the device it was on.
-    """
-    modes = [(m, m.training) for m in model.modules()]
-    first = next(model.parameters(), None)
-    home = first.device if first is not None else None
-    model.eval()
-    model.to(device)
-    try:
-        with torch.inference_mode():
-            yield model
-    finally:
-        for m, training in modes:
-            m.training = training
-        if home is not None and home != device:
-            model.to(home)
 
 
 def infer_task(model: nn.Module, outputs: Tensor, targets: Tensor) -> str:

@@ -58,11 +58,10 @@ def predict_images(model: nn.Module, inputs: Any, *, batch_size: int = 16,
         >>> [p.image.shape for p in predict_images(model, torch.rand(2, 3, 32, 32))]
         [torch.Size([3, 32, 32]), torch.Size([3, 32, 32])]
     """
-    from .data.dense import _image_tensor, batch_prep
-    from .dense import _items
-    from .evaluate import inference_context
+    from ._utils import inference_context
+    from .data.dense import _image_tensor, batch_prep, input_items
 
-    items = _items(inputs)
+    items = input_items(inputs)
     if not items:
         raise DataError("predict: inputs is empty; give at least one image.")
     prep = batch_prep(model.backbone.data_config, "image", train=False)

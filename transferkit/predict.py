@@ -17,7 +17,7 @@ from .data.sources import BatchPrep, fix_channels, resolve_device, sample_transf
 from .training.memory_format import in_chosen_format
 from .errors import DataError, TrainingError
 from .dense import MaskPrediction, predict_dense
-from .evaluate import inference_context
+from ._utils import inference_context
 from .metrics.temperature import apply_temperature
 from .data.tta import resolve_tta, tta_forward
 

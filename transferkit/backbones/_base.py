@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 from torch import Tensor, nn
 
+from .._utils import resolve_path
+
 __all__ = ["Backbone", "BackboneSpec", "DataConfig", "global_pool", "resolve_path"]
 
 FeatureFormat = Literal["map", "vector"]
@@ -136,14 +138,6 @@ class BackboneSpec:
     source_categories: tuple[str, ...] | None = None
     description: str = ""
     weights_info: Callable[[], WeightsInfo] | None = None
-
-
-def resolve_path(root: nn.Module, path: str) -> nn.Module | nn.Parameter:
-    """``root.a.b.0`` by its dotted path: a submodule, else a parameter (torch's own lookups)."""
-    try:
-        return root.get_submodule(path)
-    except AttributeError:
-        return root.get_parameter(path)
 
 
 def global_pool(x: Tensor) -> Tensor:

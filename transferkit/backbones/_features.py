@@ -31,7 +31,7 @@ __all__ = ["default_taps", "run_with_taps", "describe_stages", "run_stages", "no
 
 def default_taps(backbone: "Backbone") -> list[str]:
     """The last module path of each freezing stage, input first (parameters skipped)."""
-    from ._base import resolve_path
+    from .._utils import resolve_path
 
     taps = []
     for stage in backbone.stage_names:
@@ -53,7 +53,7 @@ def run_with_taps(
     """``run(x)`` once with forward hooks on the ``taps`` whose index is in ``keep`` (all when
     ``None``): ``{i: (taps[i], to_map(output))}``, and ``run(x)`` itself at index
     ``len(taps)`` (under the path ``""``). A tap that did not run is left out."""
-    from ._base import resolve_path
+    from .._utils import resolve_path
 
     wanted = {i: p for i, p in enumerate(taps) if keep is None or i in keep}
     seen: dict[int, Tensor] = {}
@@ -108,7 +108,7 @@ def _eval_mode(module: nn.Module) -> Iterator[None]:
 def _probe(backbone: "Backbone", x: Tensor) -> tuple[dict[int, tuple[str, Tensor]], dict[int, str]]:
     """Every candidate map, and for each the freezing stage whose modules ran last before it
     was produced (hooks on the stages' modules, in running order)."""
-    from ._base import resolve_path
+    from .._utils import resolve_path
 
     taps = backbone._candidate_paths()
     current = {"stage": backbone.stage_names[0] if backbone.stage_names else ""}

@@ -306,3 +306,29 @@ def batch_prep(config: DataConfig, target: str | None, *, train: bool, augment: 
 
         return BatchPrep(config, train=train, augment=augment)
     return DensePrep(config, train=train, augment=augment, target=target)
+
+
+def input_items(inputs: Any) -> list[tuple[Any, str | None]]:
+    """``(image, name)`` per input: tensors ``(C, H, W)``/``(N, C, H, W)``, PIL images, paths."""
+    from PIL import Image
+
+    if isinstance(inputs, Tensor):
+        if inputs.ndim == 3:
+            return [(inputs, None)]
+        if inputs.ndim == 4:
+            return [(x, None) for x in inputs]
+        raise DataError(f"predict: a tensor input must be one image (C, H, W) or a batch "
+                        f"(N, C, H, W), got shape {tuple(inputs.shape)}.")
+    if isinstance(inputs, (str, os.PathLike)):
+        p = Path(inputs)
+        if not p.is_file():
+            raise FileNotFoundError(f"predict: image file {str(p)!r} does not exist.")
+        with Image.open(p) as im:
+            im.load()
+            return [(im if im.mode in ("L", "RGB") else im.convert("RGB"), p.stem)]
+    if isinstance(inputs, Image.Image):
+        return [(inputs, None)]
+    if isinstance(inputs, (list, tuple)):
+        return [item for x in inputs for item in input_items(x)]
+    raise TypeError("predict: inputs must be a tensor (C, H, W) or (N, C, H, W), a PIL image, "
+                    f"an image path, or a list of those; got {type(inputs).__name__}.")
