@@ -12,7 +12,7 @@ __all__ = ["add_lr_find_parser", "cmd_lr_find"]
 
 def add_lr_find_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     """Register ``lr-find`` (its data options are the ones ``finetune`` takes)."""
-    from .main import _data_arguments, _positive_float, _positive_int
+    from ._args import _data_arguments, _positive_float, _positive_int
 
     p = sub.add_parser("lr-find", parents=[common], help="suggest a learning rate (range test)",
                        description="Smith's learning-rate range test on a copy of a backbone "
@@ -42,7 +42,7 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     from ..load_backbone import load_backbone
     from ..lr_find import lr_find
     from ..replace_head import replace_head
-    from .main import _check_device, _check_output_file, _training_data
+    from ._args import _check_device, _check_output_file, _training_data
 
     _check_device(args.device)
     for path, flag in ((args.json_path, "--json"), (args.plot, "--plot")):
