@@ -82,7 +82,6 @@ KNOWN_LAZY_CYCLES: set[tuple[str, ...]] = {
     ('transferkit.data.dense', 'transferkit.data.sources'),
     ('transferkit.datasets', 'transferkit.datasets.scenes'),
     ('transferkit.export', 'transferkit.onnx_runtime', 'transferkit.predict'),
-    ('transferkit.training.dense_cache', 'transferkit.training.feature_cache'),
 }
 
 

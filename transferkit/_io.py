@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import math
 import os
 import tempfile
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from .errors import FolderLockedError
 
 __all__ = ["atomic_write", "atomic_write_bytes", "sha256_bytes", "folder_lock",
-           "remove_stale_tmp", "TMP_SUFFIX"]
+           "remove_stale_tmp", "allocate_store", "TMP_SUFFIX"]
 
 TMP_SUFFIX = ".tmp"
 
@@ -142,3 +145,38 @@ def folder_lock(folder: str | os.PathLike, what: str = "this folder") -> Iterato
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def allocate_store(shape: tuple[int, ...], dtype: Any, budget: int, *,
+                   prefix: str = "transferkit-cache-") -> tuple[Any, str | None, Any]:
+    """An empty tensor store: in memory within ``budget`` bytes, else a temporary disk memmap.
+
+    The one rule of every large store (feature caches, images decoded once). On POSIX the
+    memmap's file is unlinked at once, so nothing is left behind on a crash; where a mapped
+    file cannot be removed (Windows) it is removed when the array is freed.
+
+    Returns:
+        ``(tensor, path, keep)``: ``path`` is the memmap's file (``None`` in memory) and
+        ``keep`` the numpy memmap behind the tensor, to hold as long as the tensor is used.
+    """
+    import numpy as np
+    import torch
+
+    element = torch.empty((), dtype=dtype)
+    if math.prod(shape) * element.element_size() <= budget:
+        return torch.empty(shape, dtype=dtype), None, None
+    fd, path = tempfile.mkstemp(prefix=prefix, suffix=".npy")
+    os.close(fd)
+    mm = np.lib.format.open_memmap(path, mode="w+", dtype=element.numpy().dtype, shape=shape)
+    try:
+        os.unlink(path)
+    except OSError:
+        weakref.finalize(mm, _remove_quietly, path)
+    return torch.from_numpy(mm), path, mm
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

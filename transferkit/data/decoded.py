@@ -22,16 +22,13 @@ every dataset item goes through the dataset's own loader (PIL, by the decoding r
 
 from __future__ import annotations
 
-import os
-import tempfile
-import weakref
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from .._io import allocate_store
 from ..backbones import DataConfig
 
 __all__ = ["DEFAULT_DECODE_BUDGET", "JPEG_DECODER", "decode_once", "decodable", "precrop_size"]
@@ -129,20 +126,6 @@ def _mode(img: Any, in_chans: int) -> Any:
     return img.convert("RGB" if in_chans == 3 else "L")
 
 
-def _allocate(shape: tuple[int, ...], budget: int) -> tuple[Tensor, Any]:
-    nbytes = int(np.prod(shape))
-    if nbytes <= budget:
-        return torch.empty(shape, dtype=torch.uint8), None
-    fd, path = tempfile.mkstemp(prefix="transferkit-images-", suffix=".npy")
-    os.close(fd)
-    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
-    try:
-        os.unlink(path)  # POSIX: the mapping keeps the space; nothing is left on a crash
-    except OSError:  # Windows: removed when the array is freed
-        weakref.finalize(mm, lambda p=path: os.path.exists(p) and os.unlink(p))
-    return torch.from_numpy(mm), mm
-
-
 def decode_once(source: Any, config: DataConfig, *, memory_budget: int = DEFAULT_DECODE_BUDGET,
                 num_workers: int = 0, progress: bool = False, desc: str = "decode images"):
     """A tensor :class:`~transferkit.data.sources.Source` of ``source``'s images, decoded once.
@@ -167,7 +150,8 @@ def decode_once(source: Any, config: DataConfig, *, memory_budget: int = DEFAULT
     from .sources import Source
 
     size, c = precrop_size(config), int(config.in_chans)
-    store, keep = _allocate((source.n, c, size, size), memory_budget)
+    store, _, keep = allocate_store((source.n, c, size, size), torch.uint8, memory_budget,
+                                    prefix="transferkit-images-")
     targets = torch.empty(source.n, dtype=torch.long)
     loader = DataLoader(_Decode(source.dataset, size, int(config.crop_size), c,
                                 config.interpolation), batch_size=64,

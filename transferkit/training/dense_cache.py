@@ -4,8 +4,8 @@ A dense head reads some of the backbone's stage maps (its ``in_stages``; all of 
 does not say). With the encoder frozen and the training pairs not augmented, those maps are the
 same every epoch, so they are computed once (eval mode, ``torch.inference_mode``, batched) and
 the head trains on them. One store per kept stage, ``(V, N, C_s, H_s, W_s)``, in memory within
-the budget, else in temporary disk memmaps (:func:`~transferkit.training.feature_cache.
-allocate_store`, the same rule as the classification cache). The cache also keeps the targets
+the budget, else in temporary disk memmaps (:func:`transferkit._io.allocate_store`, the same
+rule as the classification cache). The cache also keeps the targets
 and the input size ``(H, W)`` the head upsamples to.
 
 Augmented pairs are not cached: a view of the image needs its own view of the mask, so
@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from .._io import allocate_store
 
 __all__ = ["DenseFeatureCache", "build_dense_cache", "HeadAtSize", "kept_stages"]
 
@@ -106,8 +108,6 @@ def build_dense_cache(model, source, *, prep_for_view, views: int, batch_size: i
     """Run the frozen encoder once per sample and keep the maps the dense head reads (called
     by :func:`~transferkit.training.feature_cache.build_cache`, which owns the progress bar
     and the mode switches)."""
-    from .feature_cache import allocate_store
-
     backbone = model.backbone
     stages = kept_stages(model)
     num_stages = len(backbone.feature_info)

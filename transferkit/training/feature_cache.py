@@ -15,18 +15,14 @@ the model (the run's last validation figures are in its ``History``).
 from __future__ import annotations
 
 import contextlib
-import math
-import os
-import tempfile
-import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
+from .._io import allocate_store
 from ..backbones._base import is_batchnorm
 from ..heads import HEADS
 
@@ -153,33 +149,6 @@ class FeatureCache:
                    self.targets[b].to(device, non_blocking=True))
 
 
-def _allocate(shape: tuple[int, ...], dtype: torch.dtype, budget: int
-              ) -> tuple[Tensor, str | None, Any]:
-    """An empty store: in memory within ``budget`` bytes, else a temporary disk memmap."""
-    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
-    if nbytes <= budget:
-        return torch.empty(shape, dtype=dtype), None, None
-    np_dtype = np.float16 if dtype == torch.float16 else np.float32
-    fd, path = tempfile.mkstemp(prefix="transferkit-cache-", suffix=".npy")
-    os.close(fd)
-    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np_dtype, shape=shape)
-    try:
-        os.unlink(path)  # POSIX: the mapping keeps the space; nothing is left behind on a crash
-    except OSError:  # Windows cannot remove a mapped file: remove it once the cache is freed
-        weakref.finalize(mm, _remove, path)
-    return torch.from_numpy(mm), path, mm
-
-
-allocate_store = _allocate  # the dense cache (dense_cache.py) allocates by the same rule
-
-
-def _remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
 def build_cache(model, source, *, prep_for_view, views: int, batch_size: int,
                 device: torch.device, dtype: torch.dtype = torch.float32,
                 memory_budget: int = DEFAULT_MEMORY_BUDGET, num_workers: int = 0,
@@ -235,8 +204,8 @@ def build_cache(model, source, *, prep_for_view, views: int, batch_size: int,
                         if pooled and f.ndim == 4:
                             f = f.mean(dim=(2, 3))  # what the average-pooling head computes
                     if store is None:
-                        store, path, keep = _allocate((views, len(order), *f.shape[1:]),
-                                                      dtype, memory_budget)
+                        store, path, keep = allocate_store((views, len(order), *f.shape[1:]),
+                                                           dtype, memory_budget)
                     store[v, pos:pos + len(f)] = f.to("cpu", dtype)
                     pos += len(f)
                     bar.update(len(f))
