@@ -261,43 +261,6 @@ class SegmentationFolder(Dataset):
         return image, read_mask(mask_path)
 
 
-def dense_source(data: Any, config: DataConfig, *, train: bool, augment: bool, target: str,
-                 transform: Any = None):
-    """A :class:`~transferkit.data.sources.Source` of dense pairs (called by ``as_source``).
-
-    ``(X, targets)`` tensors (or a dataset with ``.data``/``.targets`` tensors) stay in
-    memory and are preprocessed as batches by :class:`DensePrep`; a folder or any other
-    ``Dataset`` goes through :class:`DenseSampleTransform` per sample.
-    """
-    from .sources import Source, _tensor_parts
-
-    if target not in TARGET_KINDS:
-        raise ValueError(f"target must be one of {list(TARGET_KINDS)}, got {target!r}.")
-    if isinstance(data, (str, os.PathLike)):
-        data = SegmentationFolder(data) if target == "mask" else data
-    parts = _tensor_parts(data) if transform is None and not isinstance(
-        data, SegmentationFolder) else None
-    if parts is not None:
-        X, y, classes = parts
-        if len(X) != len(y):
-            raise DataError(f"The images hold {len(X)} samples but the "
-                            f"{'masks' if target == 'mask' else 'targets'} {len(y)}; they "
-                            "must pair up one to one.")
-        X = X[:, None] if X.ndim == 3 else X  # (N, H, W) grey images
-        if target == "mask" and y.ndim == 4 and y.shape[1] == 1:
-            y = y[:, 0]  # (N, 1, H, W) masks
-        if target == "mask" and not (y.is_floating_point() or y.dtype == torch.bool):
-            y = y.long()
-        return Source("tensor", n=len(X), X=X, targets=y, classes=classes)
-    if not isinstance(data, Dataset):
-        raise TypeError(
-            "Dense data must be (X, masks) tensors or arrays, a Dataset yielding (image, mask), "
-            f"or a folder root/images + root/masks; got {type(data).__name__}.")
-    tf = transform or DenseSampleTransform(config, train=train, augment=augment, target=target)
-    return Source("samples", n=len(data), dataset=data, transform=tf,  # type: ignore[arg-type]
-                  classes=list(getattr(data, "classes", []) or []) or None)
-
-
 def batch_prep(config: DataConfig, target: str | None, *, train: bool, augment: bool = False):
     """The batch preprocessing of a task: :class:`~transferkit.data.preprocess.BatchPrep` for
     images alone (``target=None``), :class:`DensePrep` for dense pairs."""

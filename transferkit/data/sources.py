@@ -31,6 +31,7 @@ from torch.utils.data import (DataLoader, Dataset, DistributedSampler, Sampler, 
 from .._utils import resolve_device
 from ..backbones import DataConfig
 from ..errors import DataError
+from .dense import TARGET_KINDS, DenseSampleTransform, SegmentationFolder, dense_collate
 from .inputs import PILPairs, image_tensor, is_pil_list, label_tensor, to_tensor
 from .preprocess import BatchPrep, fix_channels, sample_transform
 
@@ -182,7 +183,7 @@ class Source:
         paired = getattr(self.transform, "paired", False)
         loader = DataLoader(
             _Seeded(ds), batch_size=batch_size, sampler=_EpochOrder(), num_workers=num_workers,
-            collate_fn=_dense_collate() if paired else None,
+            collate_fn=dense_collate if paired else None,
             pin_memory=device.type == "cuda", drop_last=drop_last,
             persistent_workers=persistent and num_workers > 0,
             generator=torch.Generator().manual_seed(0) if num_workers > 0 else None,
@@ -208,12 +209,6 @@ def _targets_to(y: Any, device: torch.device) -> Any:
     return torch.as_tensor(y).to(device)
 
 
-def _dense_collate():
-    from .dense import dense_collate
-
-    return dense_collate
-
-
 def _tensor_parts(data: Any) -> tuple[Tensor, Tensor, list[str] | None] | None:
     """``(X, targets, classes)`` when ``data`` is held in memory as tensors, else ``None``."""
     if isinstance(data, (tuple, list)) and len(data) == 2:
@@ -232,6 +227,42 @@ def _tensor_parts(data: Any) -> tuple[Tensor, Tensor, list[str] | None] | None:
     return None
 
 
+def _dense_source(data: Any, config: DataConfig, *, train: bool, augment: bool, target: str,
+                 transform: Any = None):
+    """A :class:`Source` of dense pairs (``as_source(target=...)``).
+
+    ``(X, targets)`` tensors (or a dataset with ``.data``/``.targets`` tensors) stay in
+    memory and are preprocessed as batches by :class:`~transferkit.data.dense.DensePrep`; a
+    folder or any other ``Dataset`` goes through
+    :class:`~transferkit.data.dense.DenseSampleTransform` per sample.
+    """
+    if target not in TARGET_KINDS:
+        raise ValueError(f"target must be one of {list(TARGET_KINDS)}, got {target!r}.")
+    if isinstance(data, (str, os.PathLike)):
+        data = SegmentationFolder(data) if target == "mask" else data
+    parts = _tensor_parts(data) if transform is None and not isinstance(
+        data, SegmentationFolder) else None
+    if parts is not None:
+        X, y, classes = parts
+        if len(X) != len(y):
+            raise DataError(f"The images hold {len(X)} samples but the "
+                            f"{'masks' if target == 'mask' else 'targets'} {len(y)}; they "
+                            "must pair up one to one.")
+        X = X[:, None] if X.ndim == 3 else X  # (N, H, W) grey images
+        if target == "mask" and y.ndim == 4 and y.shape[1] == 1:
+            y = y[:, 0]  # (N, 1, H, W) masks
+        if target == "mask" and not (y.is_floating_point() or y.dtype == torch.bool):
+            y = y.long()
+        return Source("tensor", n=len(X), X=X, targets=y, classes=classes)
+    if not isinstance(data, Dataset):
+        raise TypeError(
+            "Dense data must be (X, masks) tensors or arrays, a Dataset yielding (image, mask), "
+            f"or a folder root/images + root/masks; got {type(data).__name__}.")
+    tf = transform or DenseSampleTransform(config, train=train, augment=augment, target=target)
+    return Source("samples", n=len(data), dataset=data, transform=tf,  # type: ignore[arg-type]
+                  classes=list(getattr(data, "classes", []) or []) or None)
+
+
 def as_source(data: Any, config: DataConfig, *, train: bool, augment: bool = True,
               transform: Any = None, class_names: Sequence[str] | None = None,
               skip_bad_images: bool = False, target: str | None = None) -> Source:
@@ -248,10 +279,8 @@ def as_source(data: Any, config: DataConfig, *, train: bool, augment: bool = Tru
     if isinstance(data, DataLoader):
         return Source("loader", n=len(data.dataset), loader=data)  # type: ignore[arg-type]
     if target is not None:
-        from .dense import dense_source
-
-        return _non_empty(dense_source(data, config, train=train, augment=augment,
-                                       target=target, transform=transform))
+        return _non_empty(_dense_source(data, config, train=train, augment=augment,
+                                        target=target, transform=transform))
     if isinstance(data, (str, os.PathLike)):
         return _folder_source(Path(data), config, train=train, augment=augment,
                               transform=transform, class_names=class_names,
