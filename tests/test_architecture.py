@@ -80,7 +80,6 @@ EAGER = {name: _imports(name, lazy=False) for name in MODULES}
 #: when a listed cycle is gone (delete its line) and when a new one appears.
 KNOWN_LAZY_CYCLES: set[tuple[str, ...]] = {
     ('transferkit.datasets', 'transferkit.datasets.scenes'),
-    ('transferkit.export', 'transferkit.onnx_runtime', 'transferkit.predict'),
 }
 
 

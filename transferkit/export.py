@@ -29,14 +29,13 @@ import torch
 from torch import Tensor, nn
 
 from ._io import atomic_write, atomic_write_bytes
-from .errors import ExportError, ExportMismatchError, MissingDependencyError
+from .errors import ExportError, ExportMismatchError
+from .onnx_runtime import METADATA_KEY, OnnxModel, check_onnx_dependencies
 
 __all__ = ["export", "ExportResult", "FORMATS", "METADATA_KEY", "metadata_path",
            "export_metadata", "check_onnx_dependencies"]
 
 FORMATS = ("onnx", "torchscript", "exported_program")
-#: Key of the JSON metadata inside the file (ONNX metadata_props, TorchScript/pt2 extra files).
-METADATA_KEY = "transferkit"
 _MIN_OPSET = 18  # the torch.export-based ONNX exporter starts at opset 18
 _SUFFIX = {"onnx": ".onnx", "torchscript": ".pt", "exported_program": ".pt2"}
 
@@ -84,20 +83,6 @@ def export_metadata(model: nn.Module, data_config: Any, fmt: str, dynamic_batch:
         "tolerance": {"atol": atol, "rtol": rtol},
         "torch_version": torch.__version__,
     }
-
-
-def check_onnx_dependencies(*, runtime: bool = True, exporter: bool = True) -> None:
-    """Raise :class:`MissingDependencyError` unless the ONNX extra is installed."""
-    needed = (["onnx", "onnxscript"] if exporter else []) + (["onnxruntime"] if runtime else [])
-    import importlib.util
-
-    missing = [m for m in needed if importlib.util.find_spec(m) is None]
-    if missing:
-        raise MissingDependencyError(
-            f"ONNX export and serving need {', '.join(missing)}, which "
-            f"{'is' if len(missing) == 1 else 'are'} not installed. Install them with "
-            'pip install "transferkit[onnx]".'
-        )
 
 
 # -- checks -----------------------------------------------------------------------------------
@@ -254,8 +239,6 @@ def _write_exported_program(model: nn.Module, sample: Tensor, tmp: str, meta: di
 def load_runner(path: str | os.PathLike, fmt: str):
     """A callable ``(N, C, H, W) float32 tensor -> logits tensor`` over an exported file."""
     if fmt == "onnx":
-        from .onnx_runtime import OnnxModel
-
         return OnnxModel(path)
     if fmt == "torchscript":
         with warnings.catch_warnings():

@@ -17,12 +17,29 @@ import torch
 from torch import Tensor
 
 from .backbones import DataConfig
-from .errors import ModelFormatError
+from .errors import MissingDependencyError, ModelFormatError
 
-__all__ = ["OnnxModel", "predict_exported", "RUNTIMES"]
+__all__ = ["OnnxModel", "RUNTIMES", "METADATA_KEY", "check_onnx_dependencies"]
 
 #: ``predict(runtime=...)`` values besides ``"torch"``.
 RUNTIMES = ("onnxruntime",)
+#: Key of the JSON metadata inside an exported file (ONNX metadata_props, TorchScript/pt2 extra
+#: files): :func:`transferkit.export` writes it, :class:`OnnxModel` reads it.
+METADATA_KEY = "transferkit"
+
+
+def check_onnx_dependencies(*, runtime: bool = True, exporter: bool = True) -> None:
+    """Raise :class:`MissingDependencyError` unless the ONNX extra is installed."""
+    needed = (["onnx", "onnxscript"] if exporter else []) + (["onnxruntime"] if runtime else [])
+    import importlib.util
+
+    missing = [m for m in needed if importlib.util.find_spec(m) is None]
+    if missing:
+        raise MissingDependencyError(
+            f"ONNX export and serving need {', '.join(missing)}, which "
+            f"{'is' if len(missing) == 1 else 'are'} not installed. Install them with "
+            'pip install "transferkit[onnx]".'
+        )
 
 
 class OnnxModel:
@@ -45,8 +62,6 @@ class OnnxModel:
 
     def __init__(self, path: str | os.PathLike, *, providers: list[str] | None = None,
                  threads: int | None = None) -> None:
-        from .export import METADATA_KEY, check_onnx_dependencies
-
         check_onnx_dependencies(exporter=False)
         import onnxruntime as ort
 
@@ -88,38 +103,3 @@ class OnnxModel:
     def __repr__(self) -> str:
         return (f"OnnxModel({str(self.path)!r}, backbone={self.metadata.get('backbone')!r}, "
                 f"task={self.task!r}, input_size={self.data_config.input_size})")
-
-
-def predict_exported(model: Any, inputs: Any, *, runtime: str, top_k: int, batch_size: int,
-                     preprocess: bool) -> list:
-    """:func:`transferkit.predict` for an exported file: the same inputs, the same
-    preprocessing (``predict``'s own, from the file's data config), the same predictions."""
-    from .predict import _flatten, _prepare, _stack, _to_predictions, eval_transform
-
-    if runtime not in RUNTIMES:
-        raise ValueError(f"predict: runtime must be 'torch' or one of {list(RUNTIMES)}, got "
-                         f"{runtime!r}.")
-    if isinstance(model, (str, os.PathLike)):
-        model = OnnxModel(model)
-    if not isinstance(model, OnnxModel):
-        raise TypeError(
-            f"predict: runtime={runtime!r} serves an exported .onnx file (a path or an "
-            f"OnnxModel), got {type(model).__name__}. Export the model with "
-            "transferkit.export(model, 'model.onnx') first, or use runtime='torch'.")
-    if model.dense or model.task == "regression":
-        raise ValueError(f"predict: runtime={runtime!r} serves classifiers; this file's task is "
-                         f"{model.task!r}. Run OnnxModel(path)(x) for its raw outputs.")
-    config = model.data_config
-    tf = eval_transform(config)
-    images = [_prepare(x, config, preprocess, tf) for x in _flatten(inputs)]
-    if not images:
-        from .errors import DataError
-
-        raise DataError("predict: inputs is empty; give at least one image.")
-    batch = _stack(images)  # (N, C, H, W)
-    if not model.metadata.get("dynamic_batch", True):
-        batch_size = 1
-    logits = torch.cat([model(batch[i:i + batch_size]).float()
-                        for i in range(0, len(batch), batch_size)])  # (N, num_classes)
-    probs = logits.sigmoid() if model.task == "multilabel" else logits.softmax(dim=1)
-    return _to_predictions(probs, top_k, model.class_names)

@@ -19,6 +19,7 @@ from .errors import DataError, TrainingError
 from .dense import MaskPrediction, predict_dense
 from ._utils import inference_context
 from .metrics.temperature import apply_temperature
+from .onnx_runtime import RUNTIMES, OnnxModel
 from .data.tta import resolve_tta, tta_forward
 
 __all__ = ["predict", "Prediction", "eval_transform"]
@@ -205,10 +206,8 @@ def predict(
         raise ValueError("predict: tta is for classification models run by torch (not "
                          "segmentation, not runtime='onnxruntime').")
     if runtime != "torch":
-        from .onnx_runtime import predict_exported
-
-        return predict_exported(model, inputs, runtime=runtime, top_k=k, batch_size=batch_size,
-                                preprocess=preprocess)
+        return _predict_exported(model, inputs, runtime=runtime, top_k=k,
+                                 batch_size=batch_size, preprocess=preprocess)
     if getattr(model, "dense", False):
         return predict_dense(model, inputs, batch_size=batch_size, device=device,
                              preprocess=preprocess, probabilities=probabilities,
@@ -242,3 +241,34 @@ def predict(
     logits = apply_temperature(model, logits, task)  # calibrate's T, as evaluate applies it
     probs = logits.sigmoid() if task == "multilabel" else logits.softmax(dim=1)
     return _to_predictions(probs, k, getattr(model, "class_names", None))
+
+
+def _predict_exported(model: Any, inputs: Any, *, runtime: str, top_k: int, batch_size: int,
+                      preprocess: bool) -> list[Prediction]:
+    """:func:`transferkit.predict` for an exported file: the same inputs, the same
+    preprocessing (``predict``'s own, from the file's data config), the same predictions."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"predict: runtime must be 'torch' or one of {list(RUNTIMES)}, got "
+                         f"{runtime!r}.")
+    if isinstance(model, (str, os.PathLike)):
+        model = OnnxModel(model)
+    if not isinstance(model, OnnxModel):
+        raise TypeError(
+            f"predict: runtime={runtime!r} serves an exported .onnx file (a path or an "
+            f"OnnxModel), got {type(model).__name__}. Export the model with "
+            "transferkit.export(model, 'model.onnx') first, or use runtime='torch'.")
+    if model.dense or model.task == "regression":
+        raise ValueError(f"predict: runtime={runtime!r} serves classifiers; this file's task is "
+                         f"{model.task!r}. Run OnnxModel(path)(x) for its raw outputs.")
+    config = model.data_config
+    tf = eval_transform(config)
+    images = [_prepare(x, config, preprocess, tf) for x in _flatten(inputs)]
+    if not images:
+        raise DataError("predict: inputs is empty; give at least one image.")
+    batch = _stack(images)  # (N, C, H, W)
+    if not model.metadata.get("dynamic_batch", True):
+        batch_size = 1
+    logits = torch.cat([model(batch[i:i + batch_size]).float()
+                        for i in range(0, len(batch), batch_size)])  # (N, num_classes)
+    probs = logits.sigmoid() if model.task == "multilabel" else logits.softmax(dim=1)
+    return _to_predictions(probs, top_k, model.class_names)
