@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from transferkit import datasets
+from transferkit.datasets import animals as animals_module
 from transferkit.datasets import (
     ANIMAL_MNIST_CLASSES,
     FASHION_MNIST_CLASSES,
@@ -105,7 +106,7 @@ def test_numpy_only_unpickler_round_trips_arrays(tmp_path: Path) -> None:
     array = np.arange(12, dtype=np.int64).reshape(3, 4)
     with gzip.open(path, "wb") as f:
         pickle.dump(array, f, protocol=4)
-    np.testing.assert_array_equal(datasets._load_numpy_pickle(path), array)
+    np.testing.assert_array_equal(animals_module._load_numpy_pickle(path), array)
 
 
 class _Evil:
@@ -120,7 +121,7 @@ def test_numpy_only_unpickler_refuses_other_globals(tmp_path: Path) -> None:
     with gzip.open(path, "wb") as f:
         pickle.dump(_Evil(), f)
     with pytest.raises(DataError, match=r"refusing to load (posix|nt|os)\.system"):
-        datasets._load_numpy_pickle(path)
+        animals_module._load_numpy_pickle(path)
 
 
 # --- Fashion-MNIST --------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ._packaged import PHOTO_SETS, photo_paths
+from .animals import animal_mnist
 from .containers import SegmentationSplit, TensorSegmentationDataset
 
 __all__ = ["animal_scenes", "ANIMAL_SCENES_CLASSES", "SCENE_PHOTOS"]
@@ -61,8 +62,6 @@ def _photos(split: str, size: int, fn: str) -> tuple[tuple[str, ...], tuple]:
 @functools.lru_cache(maxsize=1)
 def _silhouettes() -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
     """Animal-MNIST's images per split, each cropped to its silhouette's bounding box."""
-    from . import animal_mnist
-
     out = {}
     for split, data in zip(("train", "test"), animal_mnist()[:2]):
         grey = (data.data[:, 0].numpy() * 255).round().astype(np.uint8)  # (N, 28, 28)
