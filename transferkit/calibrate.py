@@ -72,7 +72,9 @@ def calibrate(
     then set; :func:`evaluate` and :func:`predict` divide the logits by it (one function,
     ``apply_temperature``), :func:`save` / :func:`load` keep it, and an evaluation of the
     calibrated model lists ``ece_uncalibrated`` beside ``ece``. Calibrating again refits from
-    the raw logits. ``model.temperature = None`` removes it.
+    the raw logits. ``model.temperature = None`` removes it; so does :func:`finetune` (with a
+    notice), since training changes the logits the temperature was fitted on: calibrate again
+    after fine-tuning.
 
     Args:
         model: a multiclass :class:`TransferModel` (trained: ``model.task`` is ``None`` or

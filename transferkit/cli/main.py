@@ -83,7 +83,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", default=None,
                    help="segmentation: ce (default), dice or ce+dice")
     p.add_argument("--strategy", default="lp_ft",
-                   choices=("lp_ft", "full", "linear_probe", "gradual"))
+                   choices=("lp_ft", "full", "linear_probe", "gradual", "lora"),
+                   help="lora: peft low-rank adapters on the frozen backbone, only they and "
+                   "the head train (needs pip install 'transferkit[lora]')")
+    p.add_argument("--lora-rank", type=_positive_int, default=None,
+                   help="--strategy lora: the adapters' rank (default 8)")
+    p.add_argument("--lora-alpha", type=_positive_float, default=None,
+                   help="--strategy lora: the adapters' scale is alpha / rank (default 2 x rank)")
+    p.add_argument("--lora-targets", nargs="+", default=None, metavar="MODULE",
+                   help="--strategy lora: backbone module names to adapt (default: every "
+                   "Linear and 1x1 convolution)")
+    p.add_argument("--lora-dropout", type=float, default=None,
+                   help="--strategy lora: dropout on the adapters' input, in [0, 1)")
+    p.add_argument("--lora-merge", action="store_true",
+                   help="--strategy lora: fold the adapters into the weights at the end (the "
+                   "saved model is always merged)")
     p.add_argument("--epochs", type=_positive_int, default=5)
     p.add_argument("--probe-epochs", type=_positive_int, default=5,
                    help="lp_ft: at most this many epochs of linear probe first")
@@ -227,9 +241,11 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         _check_output_dir(args.out, "--out")
         if args.checkpoint_dir:
             _check_output_dir(args.checkpoint_dir, "--checkpoint-dir")
-    for key in ("lr", "image_size"):
+    for key in ("lr", "image_size", "lora_rank", "lora_alpha", "lora_targets", "lora_dropout"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
+    if args.lora_merge:
+        options["lora_merge"] = True
     if args.task == "segmentation":
         from .segmentation import finetune_segmentation
 

@@ -14,13 +14,32 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["apply_temperature", "fit_temperature", "get_temperature"]
+__all__ = ["apply_temperature", "clear_temperature", "fit_temperature", "get_temperature"]
 
 
 def get_temperature(model: Any) -> float | None:
     """``model.temperature`` when set (a positive float), else ``None``."""
     t = getattr(model, "temperature", None)
     return None if t is None else float(t)
+
+
+def clear_temperature(model: Any) -> float | None:
+    """Remove ``model.temperature`` (set it to ``None``); return the one it had, if any.
+
+    ``finetune`` calls it once its checks have passed: training changes the logits, so a
+    temperature fitted to the old ones would mis-calibrate the new model. Call
+    :func:`transferkit.calibrate` again after fine-tuning.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> m = SimpleNamespace(temperature=1.5)
+        >>> clear_temperature(m), m.temperature
+        (1.5, None)
+    """
+    old = get_temperature(model)
+    if hasattr(model, "temperature"):
+        model.temperature = None
+    return old
 
 
 def apply_temperature(model: Any, logits: Tensor, task: str | None = "multiclass") -> Tensor:

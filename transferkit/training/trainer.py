@@ -26,6 +26,7 @@ from ..distributed import DistContext, shard_positions
 from ..freeze import freeze_state, load_freeze_state
 from ..data.dense import batch_prep
 from .._log import notice
+from ..metrics.temperature import clear_temperature
 from ..errors import DataError, TrainingError
 from ..backbones._base import is_batchnorm
 from .feature_cache import (DEFAULT_MEMORY_BUDGET, FeatureCache, build_cache, cache_skip_reason,
@@ -92,6 +93,11 @@ class Trainer:
         self.val_data = val_data
         self._check_early_stopping()
         # -- all checked: now the model records the run's task and preprocessing --
+        stale = clear_temperature(model)  # training changes the logits: calibrate's T is stale
+        if stale is not None:
+            notice(f"finetune: the calibrated temperature T = {stale:.4g} was removed "
+                   "(fine-tuning changes the logits); call transferkit.calibrate(model, "
+                   "val_data) again after training.")
         model.task = config.task  # save/evaluate/predict read it
         if config.task == "segmentation":
             model.ignore_index = config.ignore_index  # evaluate scores without those pixels
