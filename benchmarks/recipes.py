@@ -18,11 +18,14 @@ epochs of the whole model, ``P`` = ``--probe-epochs`` epochs of a probe on cache
 0.1 lr), ``lp_ft+llrd`` (``layer_decay=0.75``), ``lp_ft+wise`` (``wise_alpha="auto"`` on the
 validation images), ``lp_ft+ema`` (``ema=0.999, ema_warmup=True``), ``lp_ft+mixup``
 (``mixup=0.2``; no feature cache then), ``lora`` (FT epochs of rank-8 adapters on every
-Linear and 1x1 convolution plus the head, lr 5e-3 as in peft's image-classification example,
-frozen base). Each run appends one JSON line to ``--out``; rerun with
-``--report`` to print the table (mean and spread = max - min over the seeds done) from it.
+Linear and 1x1 convolution plus the head, frozen base, lr ``--lora-lr`` = 1e-3: 5e-3, as in
+peft's image-classification example, stayed at chance on Lite0). Each run appends one JSON line
+to ``--out``; rerun with ``--report`` to print the table (mean and [min, max] over the seeds
+done, and each recipe's per-seed difference to ``lp_ft``) from it.
 
-Run at one thread (the machine is shared)::
+The defaults (300 / 100 / 300 images, 3 seeds: 54 runs) took 17 min 43 s at one thread on a
+shared 2-core machine (docs/recipes.md has the table). Run at one thread (the machine is
+shared)::
 
     OMP_NUM_THREADS=1 nohup python benchmarks/recipes.py --out benchmarks/recipes.jsonl &
     python benchmarks/recipes.py --report --out benchmarks/recipes.jsonl
@@ -53,7 +56,7 @@ RECIPES = {
     "lp_ft+llrd": lambda a: dict(strategy="lp_ft", layer_decay=0.75),
     "gradual": lambda a: dict(strategy="gradual"),
     "lp_ft+mixup": lambda a: dict(strategy="lp_ft", mixup=0.2),
-    "lora": lambda a: dict(strategy="lora", lora_rank=8, lr=5e-3),
+    "lora": lambda a: dict(strategy="lora", lora_rank=8, lr=a.lora_lr),
 }
 BACKBONES = ("mobilenet_v2", "efficientnet_lite0")
 
@@ -90,33 +93,48 @@ def run_one(a, base, name, recipe, seed, data) -> dict:
             "image_size": a.image_size, "epochs": a.epochs, "probe_epochs": a.probe_epochs}
 
 
+def _ms(vals: list[float], k: float = 100) -> str:
+    """``mean [min, max]`` (scaled by ``k``); the mean alone for one value."""
+    m = statistics.mean(vals) * k
+    if len(vals) == 1:
+        return f"{m:.1f}"
+    return f"{m:.1f} [{min(vals) * k:.1f}, {max(vals) * k:.1f}]"
+
+
 def report(path: Path) -> str:
+    """The table of ``path``'s rows: per backbone and recipe, the mean and [min, max] over
+    the seeds done, then each recipe's per-seed difference to ``lp_ft`` (same seed: same head
+    initialisation and batch order)."""
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     if not rows:
         return "no runs yet"
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["backbone"], r["recipe"]), []).append(r)
-
-    def ms(vals, pct=True):
-        k = 100 if pct else 1
-        m = statistics.mean(vals) * k
-        return f"{m:.1f} ± {(max(vals) - min(vals)) * k / 2:.1f}" if len(vals) > 1 else f"{m:.1f}"
-
     r0 = rows[0]
     out = [f"Animal-MNIST, {r0['n_train']} training / {r0['n_val']} validation / "
            f"{r0['n_test']} test images at {r0['image_size']} px, FT = {r0['epochs']} epochs, "
-           f"P = {r0['probe_epochs']} probe epochs; mean ± half-range over the seeds (n).", "",
+           f"P = {r0['probe_epochs']} probe epochs; mean [min, max] over the seeds (n).", "",
            "| backbone | recipe | n | test acc % | acc + flip TTA % | ECE % | ECE after TS % "
            "| T | train CPU s | train wall s |",
            "|---|---|---|---|---|---|---|---|---|---|"]
-    for (bb, rec), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], -statistics.mean(
-            r["acc"] for r in kv[1]))):
+    order = sorted(groups.items(), key=lambda kv: (kv[0][0], -statistics.mean(
+        r["acc"] for r in kv[1])))
+    for (bb, rec), rs in order:
         g = lambda k: [r[k] for r in rs]  # noqa: E731
-        out.append(f"| {bb} | {rec} | {len(rs)} | {ms(g('acc'))} | {ms(g('acc_tta'))} | "
-                   f"{ms(g('ece'))} | {ms(g('ece_ts'))} | {statistics.mean(g('T')):.2f} | "
+        out.append(f"| {bb} | {rec} | {len(rs)} | {_ms(g('acc'))} | {_ms(g('acc_tta'))} | "
+                   f"{_ms(g('ece'))} | {_ms(g('ece_ts'))} | {statistics.mean(g('T')):.2f} | "
                    f"{statistics.mean(g('train_cpu_s')):.0f} | "
                    f"{statistics.mean(g('train_s')):.0f} |")
+    out += ["", "Paired by seed, test accuracy minus lp_ft's (points): mean [min, max]; "
+            "flip TTA's gain over the same model.", "",
+            "| backbone | recipe | n | minus lp_ft | flip TTA gain |", "|---|---|---|---|---|"]
+    for (bb, rec), rs in order:
+        base = {r["seed"]: r["acc"] for r in groups.get((bb, "lp_ft"), [])}
+        diffs = [r["acc"] - base[r["seed"]] for r in rs if r["seed"] in base]
+        tta = [r["acc_tta"] - r["acc"] for r in rs]
+        out.append(f"| {bb} | {rec} | {len(rs)} | "
+                   f"{_ms(diffs) if diffs and rec != 'lp_ft' else '-'} | {_ms(tta)} |")
     return "\n".join(out)
 
 
@@ -127,13 +145,15 @@ def main(argv=None) -> int:
     p.add_argument("--backbones", default=",".join(BACKBONES))
     p.add_argument("--recipes", default=",".join(RECIPES))
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--n-per-class", type=int, default=50)
-    p.add_argument("--n-val-per-class", type=int, default=20)
-    p.add_argument("--n-test-per-class", type=int, default=50)
+    p.add_argument("--n-per-class", type=int, default=30)
+    p.add_argument("--n-val-per-class", type=int, default=10)
+    p.add_argument("--n-test-per-class", type=int, default=30)
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--probe-epochs", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--lora-lr", type=float, default=1e-3,
+                   help="lr of the lora recipe (5e-3 stayed at chance on Lite0)")
     a = p.parse_args(argv)
     if a.report:
         print(report(a.out))
