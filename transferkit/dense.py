@@ -25,7 +25,7 @@ from .distributed import DistContext
 from .errors import DataError
 from .metrics.segmentation import (DEFAULT_IGNORE_INDEX, SegmentationMeter, class_map,
                                    palette, resize_logits)
-from .training.losses import DENSE_TASKS, dense_target
+from ._tasks import DENSE_TASKS, dense_target
 
 __all__ = ["evaluate_dense", "predict_dense", "MaskPrediction", "model_ignore_index"]
 

@@ -12,7 +12,8 @@ from .backbones.torchvision_models import backbone_from_torchvision
 from .errors import NoSpatialFeaturesError
 from .heads import HeadSpec, build_head, get_head_spec, list_heads
 from .heads._api import check_head_options
-from .transfer_model import CLASSIFICATION_TASKS, DENSE_TASKS, TransferModel
+from ._tasks import CLASSIFICATION_TASKS, DENSE_TASKS, TASKS
+from .transfer_model import TransferModel
 
 __all__ = ["replace_head"]
 
@@ -62,7 +63,7 @@ def _check_task(task: object, spec: HeadSpec) -> str | None:
     if task is not None and task not in CLASSIFICATION_TASKS:
         raise ValueError(
             "replace_head: task must be None or one of "
-            f"{list(CLASSIFICATION_TASKS + DENSE_TASKS)}, got {task!r}."
+            f"{list(TASKS)}, got {task!r}."
         )
     return task  # type: ignore[return-value]
 

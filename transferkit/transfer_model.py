@@ -7,15 +7,11 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ._tasks import CLASSIFICATION_TASKS, DENSE_TASKS
 from .backbones import Backbone
 from .backbones._base import count_parameters
 
-__all__ = ["TransferModel", "DENSE_TASKS", "CLASSIFICATION_TASKS"]
-
-#: Tasks whose output is a map at the input's size; their heads are dense (``HeadSpec.dense``).
-DENSE_TASKS = ("segmentation", "image2image")
-#: Tasks of the classification (pooled) heads.
-CLASSIFICATION_TASKS = ("multiclass", "multilabel", "regression")
+__all__ = ["TransferModel", "DENSE_TASKS", "CLASSIFICATION_TASKS"]  # task names: _tasks.py
 
 
 class TransferModel(nn.Module):

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from .._tasks import TASKS
 from . import ecosystem
 from ._args import (BUILTIN_DATASETS, _builtin, _check_device, _check_output_dir, _check_output_file,
                     _data_arguments, _positive_float, _positive_int, _training_data)
@@ -76,8 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head", default=None,
                    help="a registered head (default: linear; unet for --task segmentation)")
     p.add_argument("--task", default=None,
-                   choices=("multiclass", "multilabel", "regression", "segmentation",
-                            "image2image"),
+                   choices=TASKS,
                    help="segmentation: --data is a folder root/images + root/masks, nuclei or "
                    "animal_scenes (default: multiclass)")
     p.add_argument("--loss", default=None,

@@ -39,6 +39,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
+from .._tasks import DENSE_TASKS
 from ..backbones import DataConfig
 from ..errors import DataError
 from .preprocess import fix_channels, geometry, to_float_pixels
@@ -46,7 +47,7 @@ from .preprocess import fix_channels, geometry, to_float_pixels
 __all__ = ["DensePrep", "DenseSampleTransform", "SegmentationFolder", "dense_collate",
            "read_mask", "TARGET_KINDS", "IMAGE_EXTENSIONS"]
 
-TARGET_KINDS = ("mask", "image")
+TARGET_KINDS = tuple(DENSE_TASKS.values())  # ("mask", "image"): the dense tasks' targets
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 

@@ -19,12 +19,13 @@ import torch
 from scipy.special import softmax
 from sklearn import metrics as skm
 
+from .._tasks import CLASSIFICATION_TASKS
 from ..errors import DataError, MissingDependencyError
 
 __all__ = ["EvalReport", "compute_report", "expected_calibration_error", "TASKS"]
 
 Task = Literal["multiclass", "multilabel", "regression"]
-TASKS: tuple[str, ...] = ("multiclass", "multilabel", "regression")
+TASKS = CLASSIFICATION_TASKS  # the tasks this report covers (the names live in _tasks.py)
 ArrayLike = Any  # numpy array, torch tensor or nested list
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._tasks import DENSE_TASKS, TASKS, dense_target
 from ..errors import DataError
 from .segmentation import (DEFAULT_IGNORE_INDEX, SEGMENTATION_LOSSES, check_masks,
                            make_segmentation_loss, pixel_correct)
@@ -20,9 +21,6 @@ from .image2image import IMAGE2IMAGE_LOSSES, check_image_targets, make_image2ima
 __all__ = ["TASKS", "DENSE_TASKS", "LOSSES", "make_loss", "check_targets", "check_class_count",
            "check_loss", "batch_correct", "dense_target", "has_accuracy"]
 
-TASKS = ("multiclass", "multilabel", "regression", "segmentation", "image2image")
-#: Tasks whose targets are per pixel, and the kind of target each takes (data/dense.py).
-DENSE_TASKS = {"segmentation": "mask", "image2image": "image"}
 #: ``finetune(loss=...)``: the values each task accepts; the first is its default.
 LOSSES: dict[str, tuple[str, ...]] = {
     "multiclass": ("ce",), "multilabel": ("bce",), "regression": ("mse",),
@@ -33,11 +31,6 @@ LOSSES: dict[str, tuple[str, ...]] = {
 def has_accuracy(task: str) -> bool:
     """Whether the task's records hold an accuracy (regression and image2image do not)."""
     return task not in ("regression", "image2image")
-
-
-def dense_target(task: str) -> str | None:
-    """``"mask"`` / ``"image"`` for a dense task, ``None`` for classification and regression."""
-    return DENSE_TASKS.get(task)
 
 
 def check_loss(task: str, loss: str | None) -> None:
