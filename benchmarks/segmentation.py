@@ -74,6 +74,8 @@ def cache(args) -> dict[str, float]:
         base = _model(head, args.size, **options)
         opts = dict(strategy="linear_probe", epochs=args.epochs, batch_size=16, lr=1e-3,
                     augment=False, progress=False, num_workers=0, channels_last=False)
+        # untimed: the process's first finetune (imports, allocator) is not charged to a side
+        tk.finetune(copy.deepcopy(base), data, cache_features=True, **{**opts, "epochs": 1})
         times = interleaved({
             "cached": lambda m: tk.finetune(m, data, cache_features=True, **opts),
             "uncached": lambda m: tk.finetune(m, data, cache_features=False, **opts),

@@ -198,8 +198,10 @@ def test_augmentation_moves_image_and_mask_together() -> None:
 def test_save_load_identical_logits_and_settings(tmp_path) -> None:
     model = _model()
     X, masks = _data(4)
+    # channels_last pinned: "auto" may keep the weights channels-last (timed, load-dependent),
+    # and the loaded, contiguous copy then rounds its convolutions differently (~4e-8)
     tk.finetune(model, (X, masks), strategy="full", epochs=1, ignore_index=7, batch_size=4,
-                progress=False, augment=False)
+                progress=False, augment=False, channels_last=False)
     tk.save(model, tmp_path / "m")
     back = tk.load(tmp_path / "m")
     assert back.task == "segmentation" and back.ignore_index == 7 and back.dense

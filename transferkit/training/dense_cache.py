@@ -23,7 +23,8 @@ from torch import Tensor, nn
 
 from .._io import allocate_store
 
-__all__ = ["DenseFeatureCache", "build_dense_cache", "HeadAtSize", "kept_stages"]
+__all__ = ["DenseFeatureCache", "build_dense_cache", "gather_dense_cache", "HeadAtSize",
+           "kept_stages"]
 
 
 def kept_stages(model) -> tuple[int, ...]:
@@ -148,3 +149,27 @@ def build_dense_cache(model, source, *, prep_for_view, views: int, batch_size: i
     else:
         kept = torch.cat(targets)
     return DenseFeatureCache(stores, num_stages, kept, size or (0, 0), paths, keep)
+
+
+def gather_dense_cache(cache: DenseFeatureCache, dist, budget: int) -> DenseFeatureCache | None:
+    """Every rank's shard of a distributed dense cache joined into the whole cache, in memory,
+    when the whole fits ``budget`` bytes per process (else ``None``: it stays sharded).
+
+    Rank ``r`` cached the samples ``r::world``; joined, position ``i`` holds sample ``i`` on
+    every rank, so cached epochs run the sampler's global order: the same global batches as
+    uncached epochs and as one process with the doubled batch. A sharded cache trains each
+    rank on its own samples, in the one-process order (other global batches once shuffled).
+    Collective: every rank calls it and all take the same decision.
+
+    Args:
+        cache: this rank's shard.
+        dist: the run's ``DistContext`` (``sum``, ``unshard``).
+        budget: bytes one process may hold in memory for the cache.
+    """
+    total, on_disk, lists = dist.sum([float(cache.nbytes), float(cache.on_disk),
+                                      float(isinstance(cache.targets, list))])
+    if on_disk or lists or total > budget:
+        return None
+    stores = {s: dist.unshard(t.movedim(1, 0).contiguous()).movedim(0, 1).contiguous()
+              for s, t in cache.stores.items()}  # (V, N, C, H, W)
+    return DenseFeatureCache(stores, cache.num_stages, dist.unshard(cache.targets), cache.size)

@@ -423,6 +423,11 @@ class TrainFormat:
                     self._record(known, mode)
             if self.trial is not None:
                 return self.trial.before(x)
+        elif isinstance(self.value, bool):
+            # The format was set once (construction or pin): reading it back from the weights
+            # walks every parameter, twice a step (~7 ms a step on a Lite0).
+            fmt = torch.channels_last if self.value else torch.contiguous_format
+            return x.contiguous(memory_format=fmt)
         else:
             self.resolve(x)
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
