@@ -1,7 +1,8 @@
 """Resuming safely: a checkpoint continues only the run that wrote it.
 
 A checkpoint records the options that shape the run (epochs, learning rate and schedule,
-strategy, batching, the data size) and the architecture (every weight's name and shape).
+strategy, batching, the data size, the loss) and the architecture (every weight's name and
+shape).
 ``resume=True`` with anything else would continue a different run on the old one's state (a
 cosine schedule stretched mid-way, an optimiser state for other parameters), so it raises
 :class:`~transferkit.errors.ResumeError` naming each difference, before anything is loaded.
@@ -15,12 +16,15 @@ from typing import Any
 from torch import nn
 
 from ..errors import ResumeError
+from .image2image import DEFAULT_PERCEPTUAL_WEIGHT
+from .losses import LOSSES
 
 __all__ = ["run_options", "check_resume", "check_architecture"]
 
 #: The options that change the schedule or the batches, so a resume must keep them.
 _KEYS = ("epochs", "probe_epochs", "lr", "strategy", "optimizer", "momentum", "weight_decay",
          "backbone_lr_mult", "schedule", "warmup_epochs", "grad_accum_steps", "task")
+# and the loss (with ``perceptual_weight`` for the perceptual losses): see ``run_options``.
 
 
 def run_options(config: Any, n_train: int, model: Any) -> dict[str, Any]:
@@ -35,6 +39,13 @@ def run_options(config: Any, n_train: int, model: Any) -> dict[str, Any]:
         v = getattr(config, k)
         out[k] = v if v is None or isinstance(v, (bool, int, float, str)) else getattr(
             v, "__name__", type(v).__name__)
+    # The loss shapes the run too; ``None`` is the task's default loss, named so that
+    # passing it explicitly on resume is no difference.
+    loss = getattr(config, "loss", None)
+    out["loss"] = loss if loss is not None else LOSSES.get(out["task"], (None,))[0]
+    if "perceptual" in (out["loss"] or ""):
+        weight = getattr(config, "perceptual_weight", None)
+        out["perceptual_weight"] = float(DEFAULT_PERCEPTUAL_WEIGHT if weight is None else weight)
     out["n_train"] = int(n_train)
     out["backbone"] = getattr(getattr(model, "backbone", None), "name", None)
     out["head"] = getattr(model, "head_name", None)
