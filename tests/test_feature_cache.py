@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 
 import pytest
 import torch
@@ -201,8 +202,12 @@ def test_skipped_cache_prints_one_line(capsys):
                      "cache_views=K to cache K augmented views)."]
 
 
-def test_cache_build_shows_progress_over_every_image(capsys):
+def test_cache_build_shows_progress_over_every_image(capsys, monkeypatch):
     (X, y), val = _data(24, 12)
+    tk.finetune(tiny_model(), (X, y), val, epochs=1, strategy="linear_probe", augment=False,
+                **{**FAST, "progress": True})
+    assert "feature cache" not in capsys.readouterr().err  # stderr not a terminal: no bar
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)  # a terminal
     tk.finetune(tiny_model(), (X, y), val, epochs=1, strategy="linear_probe", augment=False,
                 **{**FAST, "progress": True})
     err = capsys.readouterr().err

@@ -8,6 +8,7 @@ found the moment it is written, not when it drifts.
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -86,3 +87,84 @@ def test_no_other_module_allocates_a_memmap():
     users = sorted(f for f, tree in SOURCES.items() if f != "_io.py" for node in ast.walk(tree)
                    if isinstance(node, ast.Attribute) and node.attr == "open_memmap")
     assert not users, f"{users} open a memmap themselves; call transferkit._io.allocate_store"
+
+
+# -- the progress bar ------------------------------------------------------------------------
+def _imports_tqdm(tree: ast.AST) -> bool:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "tqdm" for a in node.names):
+            return True
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "tqdm":
+            return True
+    return False
+
+
+def test_only_the_helper_imports_tqdm():
+    direct = sorted(f for f, tree in SOURCES.items() if f != "_log.py" and _imports_tqdm(tree))
+    assert not direct, f"{direct} import tqdm; use transferkit._log.progress_bar"
+    assert _imports_tqdm(SOURCES["_log.py"])  # the check sees the one import
+    assert _imports_tqdm(ast.parse("def f():\n    from tqdm.auto import tqdm\n"))
+
+
+class _Terminal:
+    """A stderr that says it is a terminal, and keeps what is written."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        self.text += s
+        return len(s)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_progress_bar_draws_on_a_terminal_only_and_never_when_off(monkeypatch):
+    from transferkit._log import progress_bar
+
+    term = _Terminal()
+    monkeypatch.setattr("sys.stderr", term)
+    with progress_bar(total=4, desc="cache", enabled=True) as bar:
+        assert not bar.disable
+        bar.update(4)
+    assert "cache:" in term.text and "0/4" in term.text  # drawn (then cleared: leave=False)
+    term.text = ""
+    with progress_bar(total=4, desc="cache", enabled=False) as bar:
+        assert bar.disable
+        bar.update(4)
+    assert term.text == ""
+    assert list(progress_bar(range(3), enabled=False)) == [0, 1, 2]  # still iterates
+    monkeypatch.setattr("sys.stderr", type("Pipe", (_Terminal,), {"isatty": lambda s: False})())
+    assert progress_bar(total=1, enabled=True).disable  # a log file or pipe: no bar
+
+
+def test_training_and_evaluation_bars_go_through_the_helper(monkeypatch):
+    """finetune's epochs, its feature cache and evaluate all ask the helper for their bar."""
+    import transferkit as tk
+    from transferkit import _log
+
+    calls = []
+    real = _log.progress_bar
+
+    def spy(*args, **kwargs):
+        calls.append((kwargs.get("desc"), kwargs.get("enabled")))
+        return real(*args, **kwargs)
+
+    for name in ("transferkit.evaluate", "transferkit.training.feature_cache",
+                 "transferkit.training.trainer"):  # modules (tk.evaluate is the function)
+        monkeypatch.setattr(sys.modules[name], "progress_bar", spy)
+    torch.manual_seed(0)
+    X, y = torch.rand(8, 3, 32, 32), torch.arange(8) % 2
+    model = tk.replace_head(tk.load_backbone("resnet18", weights=None), 2)
+    tk.freeze(model)
+    tk.finetune(model, (X, y), strategy="linear_probe", epochs=1, batch_size=4, augment=False,
+                progress=False, seed=0)
+    tk.evaluate(model, (X, y), batch_size=4, progress=False)
+    descs = [d for d, _ in calls]
+    assert any(d and d.startswith("epoch 1") for d in descs), descs
+    assert "evaluate" in descs and len(calls) >= 3, descs
+    assert all(on is False for _, on in calls)  # progress=False reaches every bar

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ._log import progress_bar
 from ._utils import autocast, inference_context, resolve_device
 from .data.dense import batch_prep, input_items
 from .data.sources import as_source, default_workers
@@ -61,8 +62,6 @@ def evaluate_dense(model: nn.Module, data: Any, *, task: str, batch_size: int = 
     """One evaluation pass of a dense model; the task's report (see the module docstring)."""
     import time
 
-    from tqdm.auto import tqdm
-
 
     if task not in DENSE_TASKS:
         raise ValueError(f"evaluate: the model's head is dense, so task must be one of "
@@ -83,8 +82,8 @@ def evaluate_dense(model: nn.Module, data: Any, *, task: str, batch_size: int = 
                    ignore_index=model_ignore_index(model, ignore_index))
     workers = default_workers(source) if num_workers is None else num_workers
     start = time.perf_counter()
-    with inference_context(model, dev), tqdm(desc="evaluate", unit="img", leave=False,
-                                             disable=not (progress and dist.is_main)) as bar:
+    with inference_context(model, dev), progress_bar(
+            desc="evaluate", enabled=progress and dist.is_main) as bar:
         for x, y in source.batches(order, batch_size=batch_size, device=dev,
                                    prep=batch_prep(config, target, train=False),
                                    num_workers=workers):

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from ._checks import check_choice, check_int
+from ._log import progress_bar
 from ._utils import AMP_CHOICES, autocast, inference_context
 from .data.sources import iter_eval_batches, resolve_device
 from .distributed import DistContext
@@ -68,11 +69,9 @@ def _autocast(device: torch.device, amp: bool | str) -> Any:
 def _gather(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], device: torch.device,
             amp: bool | str, progress: bool, allow_empty: bool = False,
             tta: list | None = None) -> tuple[Tensor, Tensor]:
-    from tqdm.auto import tqdm
-
     outs: list[Tensor] = []
     ys: list[Tensor] = []
-    with tqdm(desc="evaluate", unit="img", disable=not progress, leave=False) as bar:
+    with progress_bar(desc="evaluate", enabled=progress) as bar:
         for x, y in batches:
             with _autocast(device, amp):
                 out = tta_forward(model, x, tta)  # model(x) without TTA
@@ -129,7 +128,7 @@ def evaluate(
         channels_last: run channels-last (``True``), contiguous (``False``), or ``"auto"``:
             the faster, timed forward-only on the first batch once per architecture, device,
             dtype and image size in the process (``transferkit.training.memory_format``).
-        progress: show a tqdm progress bar.
+        progress: show a progress bar (on a terminal).
         class_names: names for the per-class figures (default: ``model.class_names``, then
             ``data.classes``).
         ignore_index: segmentation: the mask label left out of every figure (``None``: the

@@ -29,6 +29,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from .._io import allocate_store
+from .._log import progress_bar
 from ..backbones import DataConfig
 
 __all__ = ["DEFAULT_DECODE_BUDGET", "JPEG_DECODER", "decode_once", "decodable", "precrop_size"]
@@ -145,8 +146,6 @@ def decode_once(source: Any, config: DataConfig, *, memory_budget: int = DEFAULT
         >>> decode_once(src, config).X.shape  # doctest: +SKIP
         torch.Size([40, 3, 73, 73])
     """
-    from tqdm.auto import tqdm
-
     from .sources import Source
 
     size, c = precrop_size(config), int(config.in_chans)
@@ -157,7 +156,7 @@ def decode_once(source: Any, config: DataConfig, *, memory_budget: int = DEFAULT
                                 config.interpolation), batch_size=64,
                         num_workers=num_workers, shuffle=False)
     pos = 0
-    with tqdm(total=source.n, desc=desc, unit="img", disable=not progress, leave=False) as bar:
+    with progress_bar(total=source.n, desc=desc, enabled=progress) as bar:
         for x, y in loader:
             store[pos:pos + len(x)] = x
             targets[pos:pos + len(x)] = y

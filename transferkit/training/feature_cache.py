@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from .._io import allocate_store
+from .._log import progress_bar
 from ..backbones._base import is_batchnorm
 from ..heads import HEADS
 
@@ -165,14 +166,13 @@ def build_cache(model, source, *, prep_for_view, views: int, batch_size: int,
         order: the samples to cache (this rank's shard); all of them when ``None``.
         autocast: ``() -> context manager`` of the training's mixed precision.
         channels_last: feed the backbone channels-last inputs, as training would.
-        progress: a tqdm bar over the images (and views) passed through the backbone.
+        progress: a progress bar (``_log.progress_bar``) over the images (and views) passed
+            through the backbone.
         desc: the bar's label.
 
     Returns:
         The :class:`FeatureCache`; position ``p`` holds sample ``order[p]``.
     """
-    from tqdm.auto import tqdm
-
     backbone = model.backbone
     pooled = head_takes_pooled(model)
     order = list(range(source.n)) if order is None else list(order)
@@ -181,8 +181,7 @@ def build_cache(model, source, *, prep_for_view, views: int, batch_size: int,
     store: Tensor | None = None
     path = keep = None
     targets = []
-    bar = tqdm(total=len(order) * views, desc=desc, unit="img", disable=not progress,
-               leave=False, dynamic_ncols=True)
+    bar = progress_bar(total=len(order) * views, desc=desc, enabled=progress)
     try:
         with torch.inference_mode():
             if getattr(model, "dense", False):  # the stage maps the dense head reads

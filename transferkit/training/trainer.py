@@ -25,7 +25,7 @@ from ..data.sources import BatchPrep, Source, as_source, default_workers, fix_ch
 from ..distributed import DistContext, shard_positions
 from ..freeze import freeze_state, load_freeze_state
 from ..data.dense import batch_prep
-from .._log import notice
+from .._log import notice, progress_bar
 from ..metrics.temperature import clear_temperature
 from ..errors import DataError, TrainingError
 from ..backbones._base import is_batchnorm
@@ -658,11 +658,7 @@ def _seek_schedule(scheduler, step: int) -> None:
 
 
 def _progress(iterable, total: int, desc: str, enabled: bool):
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
+    return progress_bar(iterable, total=total, desc=desc, unit="batch", enabled=enabled)
 
 
 @contextlib.contextmanager
