@@ -168,3 +168,26 @@ def test_training_and_evaluation_bars_go_through_the_helper(monkeypatch):
     assert any(d and d.startswith("epoch 1") for d in descs), descs
     assert "evaluate" in descs and len(calls) >= 3, descs
     assert all(on is False for _, on in calls)  # progress=False reaches every bar
+
+
+# -- the normalised confusion matrix ---------------------------------------------------------
+@pytest.mark.parametrize("normalize", ["true", "pred", "all"])
+def test_normalised_confusion_matrix_is_scikit_learns(normalize):
+    """The plotted matrix equals sklearn's confusion_matrix(normalize=) on the raw labels,
+    an empty class (a zero row and column) included."""
+    pytest.importorskip("matplotlib")
+    from sklearn.metrics import confusion_matrix
+
+    from transferkit.metrics.classification import compute_report
+
+    rng = np.random.default_rng(0)
+    y = rng.choice([0, 1, 3], size=60)  # class 2 never occurs
+    logits = rng.normal(size=(60, 4))
+    logits[np.arange(60), y] += 1.0
+    logits[:, 2] -= 10.0  # ... and is never predicted
+    report = compute_report(y, logits, task="multiclass")
+    fig = report.plot_confusion_matrix(normalize=normalize)
+    drawn = np.asarray(fig.axes[0].images[0].get_array())
+    expected = confusion_matrix(y, logits.argmax(1), labels=range(4), normalize=normalize)
+    np.testing.assert_allclose(drawn, expected, rtol=0, atol=1e-12)
+    assert not np.isnan(drawn).any() and drawn[2].sum() == 0

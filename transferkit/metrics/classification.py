@@ -222,15 +222,17 @@ def _format_matrix(cm: np.ndarray, keys: list[str]) -> list[str]:
 def _normalized(cm: np.ndarray, normalize: str | None) -> np.ndarray:
     if normalize is None:
         return cm
-    axes = {"true": 1, "pred": 0, "all": None}
-    if normalize not in axes:
+    if normalize not in ("true", "pred", "all"):
         raise ValueError(
             f"plot_confusion_matrix: normalize must be None, 'true', 'pred' or 'all', got "
             f"{normalize!r}."
         )
-    total = cm.sum(axis=axes[normalize], keepdims=axes[normalize] is not None)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.nan_to_num(cm / total)
+    # scikit-learn's own normalisation, fed the counts as weighted (true, predicted) pairs:
+    # the report keeps the matrix, not the labels, and the weights give the same matrix.
+    k = cm.shape[0]
+    true, pred = np.indices((k, k))
+    return skm.confusion_matrix(true.ravel(), pred.ravel(), labels=np.arange(k),
+                                sample_weight=cm.ravel(), normalize=normalize)
 
 
 def _plot_confusion_matrix(r: EvalReport, path: str | Path | None, normalize: str | None) -> Any:
