@@ -8,7 +8,10 @@ found the moment it is written, not when it drifts.
 from __future__ import annotations
 
 import ast
+import io
+import re
 import sys
+import tokenize
 from pathlib import Path
 
 import numpy as np
@@ -191,3 +194,37 @@ def test_normalised_confusion_matrix_is_scikit_learns(normalize):
     expected = confusion_matrix(y, logits.argmax(1), labels=range(4), normalize=normalize)
     np.testing.assert_allclose(drawn, expected, rtol=0, atol=1e-12)
     assert not np.isnan(drawn).any() and drawn[2].sum() == 0
+
+
+# -- measurement history lives in docs/ ------------------------------------------------------
+#: What a benchmark figure looks like in prose: a rate, a speed ratio, a timing pair, "measured
+#: at/on <number>", the machine's load. Rules and pointers ("see docs/benchmarks.md") pass.
+_FIGURE = re.compile(
+    r"\d[\d.,]*\s*(?:training\s+)?(?:images/s|img/s)|\d+(?:\.\d+)?x\s+(?:faster|slower)"
+    r"|\d+(?:\.\d+)?\s*m?s\s+(?:against|vs\.?)\s+\d|measured\s+(?:at|on)\s+\d"
+    r"|on\s+\d\s+busy\s+cores|\b\d+\.\d+x\b")
+
+
+def _prose(tree: ast.AST, source: str) -> list[tuple[int, str]]:
+    """Docstrings and comments (not code, not the f-strings that print a report's figures)."""
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            doc = ast.get_docstring(node, clean=False)
+            if doc:
+                out.append((getattr(node, "lineno", 1), " ".join(doc.split())))
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT:
+            out.append((tok.start[0], tok.string))
+    return out
+
+
+def test_no_benchmark_figures_in_docstrings_or_comments():
+    found = [f"{f}:{line}: {m.group(0)!r}" for f in SOURCES
+             for line, text in _prose(SOURCES[f], (ROOT / f).read_text(encoding="utf-8"))
+             for m in _FIGURE.finditer(text)]
+    assert not found, ("measured figures in the code (move them to docs/benchmarks.md, "
+                       "'Measurements behind rules in the code', and leave the rule and a "
+                       "pointer): " + "; ".join(found))
+    old = '"""Channels-last, about 1.8x faster (measured on 2 busy cores: 77 -> 132 images/s)."""'
+    assert len(list(_FIGURE.finditer(old))) == 3  # the check sees the shape it forbids

@@ -9,10 +9,8 @@ the backbone:
   (the backbone runs once per image: the features are cached);
 - ``lp_ft``: that linear probe first, then the whole network fine-tuned, the backbone at 0.3
   times the head's learning rate (Kumar et al. 2022; 0.3 rather than ``finetune``'s default
-  0.1 because silhouettes are far from ImageNet: measured at 64 px, 3 epochs, test accuracy
-  0.966 against 0.928 with 0.1, before lp_ft kept BatchNorm's running statistics through its
-  second phase; with that change this demo's lp_ft reaches 0.980, and 0.1 has not been
-  measured again);
+  0.1 because silhouettes are far from ImageNet: the comparison is in docs/benchmarks.md,
+  "Measurements behind rules in the code");
 - ``scratch``: the same architecture randomly initialised, everything trained.
 
 Each model is scored on the package's held-out test images (the 80/20 split of
@@ -190,8 +188,8 @@ def _build(strategy: str, classes: list[str]):
 
 
 def _options(strategy: str, cfg: DemoConfig) -> dict[str, Any]:
-    # channels_last: EfficientNet-Lite0 trains ~1.8x faster in it on the CPU too (measured at
-    # 64 px, batch 64: 77 -> 132 images/s on 2 busy cores); finetune turns it on for CUDA only.
+    # channels_last given: EfficientNet-Lite0 trains faster in it on the CPU too (see
+    # docs/benchmarks.md, "Measurements behind rules in the code"), so the demo skips the timing.
     common = {"image_size": cfg.image_size, "batch_size": cfg.batch_size, "lr": cfg.lr,
               "seed": cfg.seed, "progress": cfg.progress, "num_workers": 0,
               "channels_last": True}
@@ -316,8 +314,8 @@ def run_demo(config: DemoConfig | None = None, *,
     """Run the demo (see the module docstring) and write its outputs to ``config.out_dir``.
 
     Args:
-        config: the options; ``DemoConfig()`` is the README's run (about 5 minutes on 2 CPU
-            cores), ``DemoConfig(tiny=True)`` a seconds-long one.
+        config: the options; ``DemoConfig()`` is the README's run (its duration is in
+            docs/cli.md), ``DemoConfig(tiny=True)`` a seconds-long one.
         say: where progress lines go (default: stderr when ``config.progress``).
 
     Returns:

@@ -489,8 +489,8 @@ def _one_line(exc: BaseException) -> str:
 
 
 # OpenMP threads that spin while they wait make PyTorch training many times slower on a CPU
-# that other processes share (measured on 2 busy cores, EfficientNet-Lite0 at 64 px: 9
-# images/s spinning, 73 with OMP_WAIT_POLICY=PASSIVE). The policy is read once, when torch
+# that other processes share (figures: docs/benchmarks.md, "Measurements behind rules in the
+# code"). The policy is read once, when torch
 # loads its OpenMP runtime, which importing transferkit has already done; so the long
 # commands, run as a program, restart themselves once with it set, unless the user chose one.
 _LONG_COMMANDS = ("demo", "finetune")

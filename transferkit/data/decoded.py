@@ -15,7 +15,7 @@ half a grey level); a training random resized crop is drawn from the centre squa
 ``resize_size`` rather than from the whole image at full resolution.
 
 JPEG files are decoded by ``torchvision.io.decode_image`` (EXIF orientation applied) when
-:data:`JPEG_DECODER` says so (measured by ``benchmarks/decode_once.py``); every other file and
+:data:`JPEG_DECODER` says so (``benchmarks/decode_once.py`` decides it); every other file and
 every dataset item goes through the dataset's own loader (PIL, by the decoding rule of
 :func:`~transferkit.data.preprocess.pil_pixels`).
 """
@@ -36,9 +36,8 @@ __all__ = ["DEFAULT_DECODE_BUDGET", "JPEG_DECODER", "decode_once", "decodable", 
 
 #: Bytes of decoded images kept in memory before they go to a disk memmap.
 DEFAULT_DECODE_BUDGET = 2 * 2**30
-#: ``"torchvision"`` (``torchvision.io.decode_image``) or ``"pil"`` for JPEG files. Measured by
-#: ``benchmarks/decode_once.py`` (60 JPEGs of 300-512 px, 1 thread, decode + resize):
-#: torchvision 1.48x PIL's images/s for a 256 px pre-crop, 1.56x for 73 px.
+#: ``"torchvision"`` (``torchvision.io.decode_image``) or ``"pil"`` for JPEG files: the faster
+#: one by ``benchmarks/decode_once.py`` (figures in docs/benchmarks.md, "Data decoded once").
 JPEG_DECODER = "torchvision"
 _JPEG = (".jpg", ".jpeg")
 

@@ -46,8 +46,8 @@ def resize_logits(logits: Tensor, size: Sequence[int]) -> Tensor:
 
 def class_map(logits: Tensor) -> Tensor:
     """``(N, K, H, W)`` logits -> ``(N, H, W)`` predicted classes. ``max(1).indices`` rather
-    than ``argmax(1)``: the same classes, about 10x faster on the CPU for this layout
-    (measured: 16 x 2 x 64 x 64, 3 ms against 39 ms)."""
+    than ``argmax(1)``: the same classes, faster on the CPU for this layout (see
+    docs/benchmarks.md, "Measurements behind rules in the code")."""
     return logits.max(1).indices
 
 

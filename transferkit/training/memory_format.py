@@ -1,8 +1,8 @@
 """Channels-last or contiguous: the memory format a model runs faster in, measured once.
 
 Which format is faster depends on the architecture, the device, the dtype and the image size
-(EfficientNet-Lite0 at 64 px trains about 1.8x faster channels-last on this project's CPUs;
-other models and GPUs differ), so ``channels_last="auto"`` does not guess: it times the model on
+(figures in docs/benchmarks.md, "Measurements behind rules in the code"), so
+``channels_last="auto"`` does not guess: it times the model on
 a few real images in both formats, alternating, after a warm-up, and keeps the faster one. The
 answer is remembered for the process under the key ``(architecture, device, dtype, image size,
 mode)``; ``mode`` is ``"train"`` (forward + backward, as in fine-tuning) or ``"infer"`` (forward
