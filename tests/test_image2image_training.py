@@ -162,3 +162,16 @@ def test_resume_with_another_loss_is_refused(tmp_path):
         _resume_run(ckpt, resume=True, loss="l1", perceptual_weight=None)
     with pytest.raises(ResumeError, match=r"perceptual_weight 0.5 -> 0.1"):  # the default
         _resume_run(ckpt, resume=True, perceptual_weight=None)
+
+
+def test_resume_options_name_the_default_loss():
+    """loss=None is the task's default: giving it explicitly on resume is no difference."""
+    from transferkit.training.config import FinetuneConfig
+    from transferkit.training.resume import run_options
+
+    implicit = run_options(FinetuneConfig(task="image2image"), 8, None)
+    assert implicit == run_options(FinetuneConfig(task="image2image", loss="l1"), 8, None)
+    assert implicit["loss"] == "l1" and "perceptual_weight" not in implicit
+    perceptual = run_options(FinetuneConfig(task="image2image", loss="perceptual"), 8, None)
+    assert perceptual["perceptual_weight"] == 0.1
+    assert run_options(FinetuneConfig(), 8, None)["loss"] == "ce"
