@@ -74,8 +74,11 @@ def run_one(a, base, name, recipe, seed, data) -> dict:
     tr, val, test = data
     model = tk.replace_head(copy.deepcopy(base), 10, seed=seed)
     opts = dict(epochs=a.epochs, probe_epochs=a.probe_epochs, image_size=a.image_size,
-                batch_size=32, seed=seed, progress=False, channels_last=False)
+                batch_size=32, seed=seed, progress=False, channels_last=False,
+                augment=True)  # the table's recipe: pinned, finetune's default is now off
     opts.update(RECIPES[recipe](a))
+    if opts["strategy"] == "lp_ft":  # pinned too: lp_ft's default became 0.3 after the table
+        opts.setdefault("backbone_lr_mult", 0.1)
     if opts["strategy"] == "linear_probe":
         opts.pop("probe_epochs")
     t0, c0 = time.perf_counter(), time.process_time()

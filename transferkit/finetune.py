@@ -25,8 +25,8 @@ def finetune(model: TransferModel, train_data: Any, val_data: Any = None, **opti
         model: a :class:`TransferModel` from :func:`replace_head`.
         train_data: a torch ``Dataset``, a ``DataLoader`` (used as is), a pair ``(X, y)`` of
             tensors or arrays, or a path to an image folder (``root/<class>/<image>``).
-            Tensor data is preprocessed from the backbone's ``data_config``: random resized
-            crop + flip for training (``augment=False`` turns it off), resize + centre crop,
+            Tensor data is preprocessed from the backbone's ``data_config``: resize + centre
+            crop (``augment=True`` trains on random resized crops + flips instead),
             grey repeated to RGB, normalisation. ``uint8`` pixels are scaled to [0, 1].
             ``image_size=64`` trains at that crop size and records it in the backbone's
             ``data_config``, so that ``evaluate``, ``predict`` and ``save`` use it too.
@@ -34,7 +34,7 @@ def finetune(model: TransferModel, train_data: Any, val_data: Any = None, **opti
         **options: see :class:`FinetuneConfig`. The main ones:
             ``epochs`` (5), ``lr`` (1e-3 for AdamW, 0.01 for SGD), ``strategy``
             (``"lp_ft"``: a linear probe for up to ``probe_epochs`` epochs, stopping when it
-            converges, then ``epochs`` of full fine-tuning at ``backbone_lr_mult`` 0.1, the
+            converges, then ``epochs`` of full fine-tuning at ``backbone_lr_mult`` 0.3, the
             BatchNorm statistics kept as the probe saw them unless ``bn="train"``; ``"full"``, ``"linear_probe"``, ``"gradual"``, ``"lora"``: peft low-rank adapters on
             the frozen backbone with ``lora_rank`` (8), ``lora_alpha`` (2 x rank),
             ``lora_targets`` (default: every Linear and 1x1 convolution of the backbone),

@@ -107,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, default=32)
     p.add_argument("--image-size", type=_positive_int, default=None,
                    help="train (and record for evaluation) at this crop size")
-    p.add_argument("--no-augment", action="store_true", help="no random crops and flips")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False,
+                   help="random resized crops and flips while training (default: off, "
+                   "finetune's default; --no-augment is accepted)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: auto)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/finetune",
@@ -230,7 +232,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {
         "epochs": args.epochs, "strategy": args.strategy, "probe_epochs": args.probe_epochs,
         "optimizer": args.optimizer, "batch_size": args.batch_size, "device": args.device,
-        "seed": args.seed, "augment": not args.no_augment, "progress": progress,
+        "seed": args.seed, "augment": args.augment, "progress": progress,
         "checkpoint_dir": args.checkpoint_dir, "resume": args.resume,
         "skip_bad_images": args.skip_bad_images,
     }

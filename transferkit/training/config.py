@@ -78,7 +78,7 @@ class FinetuneConfig:
     device: str | torch.device | None = None
     seed: int = 0
     deterministic: bool = False
-    augment: bool = True
+    augment: bool = False
     transform: Any = None
     image_size: int | None = None
     bn: str = "eval"
