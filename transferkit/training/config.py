@@ -46,7 +46,75 @@ class EarlyStopping:
 
 @dataclass
 class FinetuneConfig:
-    """Every option of :func:`finetune`, validated (see its docstring)."""
+    """Every option of :func:`finetune`, validated before anything is touched.
+
+    Attributes:
+        epochs: epochs of training (for ``lp_ft``: of its fine-tuning phase).
+        lr: learning rate of the head; ``None``: 1e-3 for AdamW, 0.01 for SGD.
+        strategy: ``"lp_ft"``, ``"full"``, ``"linear_probe"``, ``"gradual"`` or ``"lora"``
+            (:mod:`transferkit.training.strategies`).
+        probe_epochs: ``lp_ft``: at most this many epochs of linear probe first.
+        optimizer: ``"adamw"``, ``"sgd"`` or a callable taking parameter groups.
+        momentum: SGD's momentum.
+        weight_decay: ``None``: 0.01 for AdamW, 0 for SGD; never on biases and norms.
+        backbone_lr_mult: backbone lr as a fraction of ``lr``; ``None``: the strategy's
+            default (0.3 in ``lp_ft``'s fine-tuning phase, 1.0 otherwise).
+        layer_decay: layer-wise lr decay: stage at depth ``d`` from the head gets
+            ``lr * backbone_lr_mult * layer_decay**d``.
+        schedule: ``"cosine"``, ``"constant"`` or ``"onecycle"``, stepped per batch.
+        warmup_epochs: linear warm-up before the schedule (fractions allowed).
+        task: ``"multiclass"``, ``"multilabel"``, ``"regression"``, ``"segmentation"``,
+            ``"image2image"``; the model's own task wins when it has one.
+        loss: the task's loss by name (``LOSSES[task]``); ``None``: the task's default.
+        ignore_index: dense targets: the label that counts nowhere (255, VOC's convention).
+        perceptual_backbone, perceptual_stages, perceptual_weight: ``image2image``'s
+            perceptual loss (:mod:`transferkit.training.perceptual`).
+        label_smoothing: cross-entropy's label smoothing.
+        class_weights: per-class loss weights, or ``"balanced"`` (from the label counts).
+        pos_weight: ``multilabel``: BCE's positive weights.
+        batch_size: samples per optimiser step and process (times ``grad_accum_steps``).
+        num_workers: DataLoader workers; ``None``: chosen from the data's kind.
+        grad_accum_steps: batches per optimiser step.
+        clip_grad_norm: clip the gradients' global norm to this.
+        amp: mixed precision: ``True``/``"bf16"``/``"fp16"`` (the dtype for the device is
+            decided by :func:`transferkit._utils.autocast_dtype`).
+        channels_last: memory format: ``"auto"`` times both on the first steps and keeps the
+            faster (:mod:`transferkit.training.memory_format`), or ``True``/``False``.
+        compile: ``torch.compile`` the model.
+        device: ``None``: CUDA when available, else the CPU.
+        seed: seeds the batch order, augmentation and dropout (the head: ``replace_head(seed=)``).
+        deterministic: deterministic algorithms, contiguous memory format, no timing.
+        augment: random resized crops and flips while training (off by default: measured
+            better for short transfer runs, docs/finetune.md).
+        transform: a custom training transform (torchvision v2) instead of the built-in one.
+        image_size: train at this crop size and record it in the backbone's ``data_config``.
+        bn: ``"eval"``: frozen BatchNorm (and all of it in ``lp_ft``'s second phase) keeps its
+            running statistics; ``"train"``: batch statistics.
+        early_stopping: an :class:`EarlyStopping` or a metric name.
+        checkpoint_dir, resume: write a checkpoint each epoch; resume from the last one.
+        callbacks: objects with the :class:`transferkit.training.callbacks.Callback` hooks.
+        progress: progress bars and notices.
+        cache_features: a frozen backbone runs once per sample (its features are cached).
+        cache_views: augmented views cached for a frozen phase; ``None``: 1 without
+            augmentation, 2 with it; 0: no cache under augmentation.
+        cache_dtype: ``"float32"`` or ``"float16"`` for the cached features.
+        cache_memory_budget: bytes of cache in memory before a disk memmap takes over.
+        decode_once: image folders and PIL datasets decoded and resized once, to ``uint8``.
+        shuffle: reshuffle the samples every epoch.
+        sync_batchnorm: DDP: convert BatchNorm to ``SyncBatchNorm``.
+        dist_backend: DDP backend; ``None``: ``TRANSFERKIT_DIST_BACKEND`` or NCCL on CUDA,
+            gloo on the CPU.
+        skip_bad_images: skip unreadable images in folders instead of raising.
+        loggers, log_dir, tracking_uri: ``"csv"``, ``"tensorboard"``, ``"mlflow"`` or Logger
+            objects, and where they write (docs/tracking.md).
+        ema, ema_warmup: the final model is an EMA of the weights (timm ``ModelEmaV3``).
+        swa: stochastic weight averaging over the last epochs (``True`` or a count).
+        wise_alpha: WiSE-FT: interpolate the probe and fine-tuned endpoints (a float or
+            ``"auto"``, chosen on the validation data).
+        mixup, cutmix: torchvision v2 MixUp / CutMix alpha per batch.
+        lora_rank, lora_alpha, lora_targets, lora_dropout, lora_merge: ``strategy="lora"``'s
+            peft options (:mod:`transferkit.training.lora`).
+    """
 
     epochs: int = 5
     lr: float | None = None
