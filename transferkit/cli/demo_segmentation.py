@@ -49,6 +49,8 @@ class SegDemoConfig:
         decoder_channels: width of the unet decoder's first block (halved per block; 64
             rather than the head's default 256: about half the time per step on the CPU).
         batch_size, lr, backbone_lr_mult: of every run (AdamW, cosine schedule).
+        class_weights: ``finetune``'s ``class_weights`` for every run (``"balanced"``:
+            inverse pixel frequencies; ``None``: plain cross-entropy, the demo's).
         datasets: which of :data:`SEG_DATASETS` to run.
         seed, out_dir, progress: as in the classification demo.
         tiny: a seconds-long run (for tests).
@@ -64,6 +66,7 @@ class SegDemoConfig:
     batch_size: int = 16
     lr: float = 3e-3
     backbone_lr_mult: float = 0.3
+    class_weights: str | None = None
     datasets: Sequence[str] = SEG_DATASETS
     seed: int = 0
     out_dir: str | os.PathLike = "runs/demo-segmentation"
@@ -136,7 +139,8 @@ def _train_one(name: str, pretrained: bool, cfg: SegDemoConfig, train, test, cla
     model = replace_head(backbone, len(classes), head="unet", class_names=classes,
                          seed=cfg.seed, decoder_channels=cfg.decoder_channels)
     common = {"image_size": cfg.image_size, "batch_size": cfg.batch_size, "lr": cfg.lr,
-              "seed": cfg.seed, "progress": cfg.progress, "num_workers": 0, "augment": False}
+              "seed": cfg.seed, "progress": cfg.progress, "num_workers": 0, "augment": False,
+              "class_weights": cfg.class_weights}
     if pretrained:
         options = {**common, "strategy": "lp_ft", "epochs": cfg.epochs,
                    "probe_epochs": cfg.probe_epochs, "backbone_lr_mult": cfg.backbone_lr_mult}
