@@ -6,7 +6,7 @@ objects: a deep copy of one loaded lite0 backbone and of one seeded linear head
 (``replace_head(..., seed=0)``), checked equal before each run. The peers receive the images
 preprocessed once by transferkit's own evaluation preprocessing (resize 28 -> 64, grey -> RGB,
 the weights' mean/std), checked against what ``transferkit.evaluate`` feeds the model;
-transferkit gets the raw images and applies its defaults (augmentation included).
+transferkit gets the raw images and applies its defaults (no augmentation, as for the peers).
 
 Contenders (1 intra-op thread each, run in turns; the order rotates between rounds):
 
