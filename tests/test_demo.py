@@ -87,3 +87,16 @@ def test_demo_config_checks_its_options() -> None:
     with pytest.raises(TypeError, match="epochs"):
         DemoConfig(epochs=1.5)
     assert DemoConfig(tiny=True).image_size == 32
+
+
+def test_demo_runs_the_segmentation_demo_too(demo_run) -> None:
+    """`transferkit demo` (no subcommand) runs the segmentation demo into <out>-segmentation/."""
+    out, printed = demo_run
+    seg = out.parent / f"{out.name}-segmentation"
+    report = json.loads((seg / "report.json").read_text())
+    runs = {(r["dataset"], r["weights"] == "ImageNet") for r in report["results"]}
+    assert runs == {(d, p) for d in ("nuclei", "animal_scenes") for p in (True, False)}
+    for r in report["results"]:
+        assert 0 <= r["mean_iou"] <= 1 and r["train_seconds"] > 0
+    assert (seg / "nuclei_model.safetensors").exists()
+    assert "Segmentation:" in printed
