@@ -59,12 +59,14 @@ from transferkit import datasets  # noqa: E402
 from transferkit.errors import DataError  # noqa: E402
 from transferkit.selection.rank_backbones import rank_backbones  # noqa: E402
 
-#: (name, weights): three pretrained EfficientNet-Lites (weights from pip packages, offline)
-#: and three randomly initialised architectures.
+#: (name, weights): four pretrained backbones of two families (the EfficientNet-Lites and
+#: MobileNetV2, ImageNet weights from pip packages, offline) and three randomly initialised
+#: architectures.
 CANDIDATES: tuple[tuple[str, str | None], ...] = (
     ("efficientnet_lite0", "DEFAULT"),
     ("efficientnet_lite1", "DEFAULT"),
     ("efficientnet_lite2", "DEFAULT"),
+    ("mobilenet_v2", "DEFAULT"),
     ("efficientnet_lite0", None),
     ("resnet18", None),
     ("mobilenet_v3_small", None),
@@ -154,6 +156,7 @@ def run_dataset(dataset: str, *, candidates: tuple[tuple[str, str | None], ...] 
     scores = {m: _score(backbones, labels, train, m, image_size, progress) for m in METRICS}
     options = dict(strategy="lp_ft", epochs=epochs, probe_epochs=probe_epochs,
                    batch_size=batch_size, lr=lr, image_size=image_size, augment=False,
+                   backbone_lr_mult=0.1,  # the study's recipe (lp_ft's default is now 0.3)
                    progress=progress)
     rows = []
     for backbone, label in zip(backbones, labels):
