@@ -226,6 +226,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     from ..load_backbone import load_backbone
     from ..replace_head import replace_head
     from ..save import save
+    from ..training.config import FinetuneConfig
 
     main = _is_main_process()
     progress = not args.no_progress and main
@@ -248,6 +249,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
             options[key] = getattr(args, key)
     if args.lora_merge:
         options["lora_merge"] = True
+    FinetuneConfig(**options)  # every option checked before any data is read
     if args.task == "segmentation":
         from .segmentation import finetune_segmentation
 

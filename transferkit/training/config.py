@@ -16,6 +16,7 @@ import torch
 
 from .._checks import check_choice, check_int
 from .image2image import check_image2image_options
+from .lora import check_lora_options
 from .losses import TASKS, check_loss
 from .optim import SCHEDULES
 from .strategies import STRATEGIES
@@ -193,6 +194,7 @@ class FinetuneConfig:
         if self.image_size is not None:
             _check_int("image_size", self.image_size, 8)
         _one_of("strategy", self.strategy, STRATEGIES)
+        check_lora_options(self)
         _one_of("schedule", self.schedule, SCHEDULES)
         _one_of("task", self.task, TASKS)
         check_loss(self.task, self.loss)

@@ -59,8 +59,9 @@ def default_targets(backbone: nn.Module) -> list[str]:
     return names
 
 
-def check_lora(model: Any, cfg: Any) -> list[str] | None:
-    """The LoRA options against ``model``, before any work; returns the target names."""
+def check_lora_options(cfg: Any) -> None:
+    """The LoRA options on their own (no model needed): :class:`FinetuneConfig` calls it, so a
+    LoRA option with another strategy, or a bad value, fails where every option is checked."""
     lora_opts = {"lora_rank": cfg.lora_rank, "lora_alpha": cfg.lora_alpha,
                  "lora_targets": cfg.lora_targets, "lora_dropout": cfg.lora_dropout,
                  "lora_merge": cfg.lora_merge}
@@ -69,7 +70,7 @@ def check_lora(model: Any, cfg: Any) -> list[str] | None:
         if given:
             raise ValueError(f"finetune: {given} apply to strategy='lora' only, not "
                              f"{cfg.strategy!r}.")
-        return None
+        return
     for name in ("lora_rank",):
         v = getattr(cfg, name)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
@@ -82,6 +83,13 @@ def check_lora(model: Any, cfg: Any) -> list[str] | None:
     if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
                           or not 0 <= v < 1):
         raise ValueError(f"finetune: lora_dropout must be in [0, 1), got {v!r}.")
+
+
+def check_lora(model: Any, cfg: Any) -> list[str] | None:
+    """The LoRA options against ``model``, before any work; returns the target names."""
+    check_lora_options(cfg)
+    if cfg.strategy != "lora":
+        return None
     if has_lora(model):
         raise ValueError("finetune: the model already has LoRA adapters; merge them "
                          "(transferkit.training.lora.merge_lora) or start from a fresh model.")
