@@ -425,7 +425,7 @@ class TrainFormat:
                 return self.trial.before(x)
         elif isinstance(self.value, bool):
             # The format was set once (construction or pin): reading it back from the weights
-            # walks every parameter, twice a step (~7 ms a step on a Lite0).
+            # would walk every parameter twice a step.
             fmt = torch.channels_last if self.value else torch.contiguous_format
             return x.contiguous(memory_format=fmt)
         else:

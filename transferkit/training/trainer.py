@@ -635,8 +635,8 @@ _call = call_hook  # the Callback protocol's dispatch (training/callbacks.py)
 def _train_mode(model, *, frozen: bool, bn: str) -> None:
     """``model.train()``; a frozen backbone in eval mode (it computes fixed features: no
     dropout), but with ``bn="train"`` its BatchNorm layers train, as in torch. A frozen backbone
-    already wholly in eval mode is not switched again: walking its few hundred modules twice
-    per epoch cost about a sixth of a cached probe's epoch."""
+    already wholly in eval mode is not switched again (walking its modules twice per epoch
+    was a visible part of a cached probe's epoch)."""
     if not frozen or bn == "train":
         model.train()
         if frozen:
