@@ -255,3 +255,19 @@ def test_defaults_are_the_measured_ones():
     phases = plan_phases("lp_ft", 3, 5, None)
     assert [p.backbone_lr_mult for p in phases] == [0.0, 0.3]
     assert plan_phases("lp_ft", 3, 5, 0.1)[1].backbone_lr_mult == 0.1
+
+
+def test_resume_records_the_resolved_backbone_lr(tmp_path):
+    """A checkpoint records the backbone lr the phases ran with, not ``None``: a run written
+    when lp_ft's default was 0.1 does not resume silently at today's 0.3."""
+    from transferkit.errors import ResumeError
+    from transferkit.training.config import FinetuneConfig
+    from transferkit.training.resume import check_resume, run_options
+
+    now = run_options(FinetuneConfig(), 10, None)
+    assert now["backbone_lr_mult"] == [0.0, 0.3]
+    old_default_run = {**now, "backbone_lr_mult": [0.0, 0.1]}
+    with pytest.raises(ResumeError, match=r"backbone_lr_mult \[0\.0, 0\.1\] -> \[0\.0, 0\.3\]"):
+        check_resume(old_default_run, now, tmp_path)
+    same = run_options(FinetuneConfig(backbone_lr_mult=0.3), 10, None)
+    check_resume(same, now, tmp_path)  # the default named explicitly is no difference

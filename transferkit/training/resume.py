@@ -18,6 +18,7 @@ from torch import nn
 from ..errors import ResumeError
 from .image2image import DEFAULT_PERCEPTUAL_WEIGHT
 from .losses import LOSSES
+from .strategies import plan_phases
 
 __all__ = ["run_options", "check_resume", "check_architecture"]
 
@@ -39,6 +40,10 @@ def run_options(config: Any, n_train: int, model: Any) -> dict[str, Any]:
         v = getattr(config, k)
         out[k] = v if v is None or isinstance(v, (bool, int, float, str)) else getattr(
             v, "__name__", type(v).__name__)
+    # The backbone's lr as the phases resolve it (``None`` is the strategy's default, which a
+    # version may change: lp_ft's went from 0.1 to 0.3), so a resume runs the same rates.
+    out["backbone_lr_mult"] = [p.backbone_lr_mult for p in plan_phases(
+        config.strategy, config.epochs, config.probe_epochs, config.backbone_lr_mult)]
     # The loss shapes the run too; ``None`` is the task's default loss, named so that
     # passing it explicitly on resume is no difference.
     loss = getattr(config, "loss", None)
