@@ -7,9 +7,6 @@ the one-process references run here, with the same code and twice the batch size
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,47 +14,20 @@ import pytest
 import torch
 
 import transferkit as tk
-from transferkit.distributed import BACKEND_ENV
 from transferkit.errors import ResumeError
 from transferkit.training.checkpoint import LAST, load_checkpoint
 
 SCRIPTS = Path(__file__).parent / "dist_scripts"
 sys.path.insert(0, str(SCRIPTS))
 import i2i_scenarios as sc  # noqa: E402
-
-_TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
-                  "MASTER_PORT", "GROUP_RANK", "ROLE_RANK", "TORCHELASTIC_RUN_ID")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread, as each torchrun worker has (OMP_NUM_THREADS=1)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from launch import TORCHRUN_VARS, one_torch_thread, torchrun_two  # noqa: E402, F401
 
 
 @pytest.fixture(scope="module")
 def two_procs(tmp_path_factory) -> Path:
-    """Run ``i2i_worker.py`` under torchrun with 2 CPU processes; the folder of results."""
+    """Run ``dense_worker.py i2i_scenarios`` under torchrun with 2 CPU processes; the folder of results."""
     out = tmp_path_factory.mktemp("i2i_two_procs")
-    env = {k: v for k, v in os.environ.items() if k not in _TORCHRUN_VARS}
-    env.update(OMP_NUM_THREADS="1", TRANSFERKIT_OFFLINE="1")
-    env.pop(BACKEND_ENV, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
-           "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
-           str(SCRIPTS / "i2i_worker.py"), str(out)]
-    proc = subprocess.run(cmd, cwd=SCRIPTS, env=env, capture_output=True, text=True,
-                          timeout=300, check=False)
-    assert proc.returncode == 0, (
-        f"torchrun failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    torchrun_two("dense_worker.py", "i2i_scenarios", str(out))
     return out
 
 

@@ -1,4 +1,4 @@
-"""Image-to-image runs shared by ``i2i_worker.py`` (under torchrun) and
+"""Image-to-image runs shared by ``dense_worker.py i2i_scenarios`` (under torchrun) and
 ``tests/test_image2image_training.py`` (one process), so that both run exactly the same code.
 
 A tiny encoder without BatchNorm under the ``dense_linear`` head (a 1x1 convolution, no
@@ -61,6 +61,11 @@ def perceptual_net() -> tk.Backbone:
 
 
 # name -> finetune options (besides batch_size); every run is exactly reproducible
+
+def eval_data():
+    """What ``evaluate`` scores in the 2-process launch and in its one-process reference."""
+    return pairs(N_VAL, 2)
+
 RUNS: dict[str, dict] = {
     "full_l1": {"strategy": "full", "epochs": 2},
     "lp_ft_perceptual": {"strategy": "lp_ft", "probe_epochs": 1, "epochs": 1,

@@ -1,4 +1,4 @@
-"""Segmentation runs shared by ``seg_worker.py`` (under torchrun) and
+"""Segmentation runs shared by ``dense_worker.py seg_scenarios`` (under torchrun) and
 ``tests/test_segmentation_distributed.py`` (one process), so that both run exactly the same
 code.
 
@@ -52,6 +52,11 @@ def data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 # name -> finetune options (besides batch_size); every run is exactly reproducible
+
+def eval_data():
+    """What ``evaluate`` scores in the 2-process launch and in its one-process reference."""
+    return data(N_VAL, 2)
+
 RUNS: dict[str, dict] = {
     "full": {"strategy": "full", "epochs": 2},
     # shuffled cached probe: cached and uncached runs must see the same global batches
