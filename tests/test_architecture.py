@@ -39,16 +39,16 @@ def _is_type_checking(node: ast.If) -> bool:
 
 
 def _imports(name: str, *, lazy: bool = True) -> set[str]:
-    """The transferkit modules that module ``name`` imports (``lazy=False``: only those
-    imported when the module itself is, not inside functions)."""
+    """The transferkit modules that module ``name`` imports, inside functions and under
+    ``if TYPE_CHECKING:`` too (``lazy=False``: only those imported when the module itself is)."""
     path = MODULES[name]
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     out: set[str] = set()
 
     def visit(node: ast.AST) -> None:
         for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and _is_type_checking(child):
-                for sub in child.orelse:
+            if not lazy and isinstance(child, ast.If) and _is_type_checking(child):
+                for sub in child.orelse:  # not run at import time; the lazy graph counts it
                     visit(sub)
                 continue
             if not lazy and isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from torch import Tensor, nn
 
 from .._utils import resolve_path
+from ._features import default_taps, describe_stages, run_stages, run_with_taps
 
 __all__ = ["Backbone", "BackboneSpec", "DataConfig", "global_pool", "resolve_path"]
 
@@ -258,15 +259,11 @@ class Backbone(nn.Module):
         Raises:
             NoSpatialFeaturesError: the backbone gives no spatial map.
         """
-        from ._features import run_stages
-
         return run_stages(self, x)
 
     def _feature_description(self) -> tuple[list[dict[str, Any]], list[int]]:
         cached = self.__dict__.get("_feature_description_cache")
         if cached is None:
-            from ._features import describe_stages
-
             cached = describe_stages(self)
             self.__dict__["_feature_description_cache"] = cached
         return cached
@@ -274,22 +271,16 @@ class Backbone(nn.Module):
     # What a family overrides to say where its maps are; the defaults tap the last module of
     # each freezing stage, then forward_features' own output.
     def _candidate_paths(self) -> list[str]:
-        from ._features import default_taps
-
         return default_taps(self)
 
     def _tap_to_map(self, t: Tensor) -> Tensor:
         return t
 
     def _stage_candidates(self, x: Tensor, keep: set[int] | None) -> dict[int, tuple[str, Tensor]]:
-        from ._features import run_with_taps
-
         return run_with_taps(self, x, self._candidate_paths(), self.forward_features, keep,
                              self._tap_to_map)
 
     def _final_module(self) -> str:
-        from ._features import default_taps
-
         taps = default_taps(self)
         return taps[-1] if taps else ""
 

@@ -16,23 +16,22 @@ import contextlib
 import copy
 import math
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from .._utils import resolve_path
 from ..errors import NoSpatialFeaturesError
 
-if TYPE_CHECKING:
-    from ._base import Backbone
+# The functions take a ``transferkit.backbones.Backbone``; this module never imports _base
+# (_base imports this one), so they are annotated with its base class, ``nn.Module``.
 
 __all__ = ["default_taps", "run_with_taps", "describe_stages", "run_stages", "no_maps_message"]
 
 
-def default_taps(backbone: "Backbone") -> list[str]:
+def default_taps(backbone: nn.Module) -> list[str]:
     """The last module path of each freezing stage, input first (parameters skipped)."""
-    from .._utils import resolve_path
-
     taps = []
     for stage in backbone.stage_names:
         modules = [p for p in backbone._stages[stage]
@@ -43,7 +42,7 @@ def default_taps(backbone: "Backbone") -> list[str]:
 
 
 def run_with_taps(
-    backbone: "Backbone",
+    backbone: nn.Module,
     x: Tensor,
     taps: Sequence[str],
     run: Callable[[Tensor], Tensor],
@@ -53,8 +52,6 @@ def run_with_taps(
     """``run(x)`` once with forward hooks on the ``taps`` whose index is in ``keep`` (all when
     ``None``): ``{i: (taps[i], to_map(output))}``, and ``run(x)`` itself at index
     ``len(taps)`` (under the path ``""``). A tap that did not run is left out."""
-    from .._utils import resolve_path
-
     wanted = {i: p for i, p in enumerate(taps) if keep is None or i in keep}
     seen: dict[int, Tensor] = {}
     handles = []
@@ -84,7 +81,7 @@ def _reduction(size: int, out: int) -> int:
     return size // out
 
 
-def _meta_copy(backbone: "Backbone") -> "Backbone":
+def _meta_copy(backbone: nn.Module) -> nn.Module:
     """A structural copy whose parameters and buffers live on the meta device (no data)."""
     memo: dict[int, Any] = {}
     for t in list(backbone.parameters()) + list(backbone.buffers()):
@@ -105,11 +102,9 @@ def _eval_mode(module: nn.Module) -> Iterator[None]:
             m.training = training
 
 
-def _probe(backbone: "Backbone", x: Tensor) -> tuple[dict[int, tuple[str, Tensor]], dict[int, str]]:
+def _probe(backbone: nn.Module, x: Tensor) -> tuple[dict[int, tuple[str, Tensor]], dict[int, str]]:
     """Every candidate map, and for each the freezing stage whose modules ran last before it
     was produced (hooks on the stages' modules, in running order)."""
-    from .._utils import resolve_path
-
     taps = backbone._candidate_paths()
     current = {"stage": backbone.stage_names[0] if backbone.stage_names else ""}
     owner: dict[str, str] = {}
@@ -135,7 +130,7 @@ def _probe(backbone: "Backbone", x: Tensor) -> tuple[dict[int, tuple[str, Tensor
                    for i, (p, _) in cands.items()}
 
 
-def describe_stages(backbone: "Backbone") -> tuple[list[dict[str, Any]], list[int]]:
+def describe_stages(backbone: nn.Module) -> tuple[list[dict[str, Any]], list[int]]:
     """``(feature_info, candidate indices)`` of ``backbone`` from one dummy forward.
 
     The forward runs in eval mode on a meta-device copy (no weights are copied), or on the
@@ -171,7 +166,7 @@ def describe_stages(backbone: "Backbone") -> tuple[list[dict[str, Any]], list[in
     return info, index
 
 
-def run_stages(backbone: "Backbone", x: Tensor) -> list[Tensor]:
+def run_stages(backbone: nn.Module, x: Tensor) -> list[Tensor]:
     """The maps :attr:`Backbone.feature_info` describes, for the batch ``x``."""
     if not isinstance(x, Tensor) or x.ndim != 4:
         raise ValueError(
@@ -185,7 +180,7 @@ def run_stages(backbone: "Backbone", x: Tensor) -> list[Tensor]:
     return [cands[i][1] for i in index]
 
 
-def no_maps_message(backbone: "Backbone") -> str:
+def no_maps_message(backbone: nn.Module) -> str:
     return (
         f"Backbone {backbone.name!r} gives no spatial feature map (its features are vectors "
         f"of shape (N, {backbone.num_features})), so a dense head cannot be put on it. Use a "
