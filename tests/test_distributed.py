@@ -32,7 +32,8 @@ from transferkit.evaluate import evaluate
 SCRIPTS = Path(__file__).parent / "dist_scripts"
 sys.path.insert(0, str(SCRIPTS))
 import dist_scenarios as sc
-from launch import TORCHRUN_VARS, one_torch_thread, torchrun_two  # noqa: E402, F401
+from launch import (TORCHRUN_VARS, one_torch_thread, rank_result, same_on_both_ranks,  # noqa: E402, F401
+                    torchrun_two)
 
 
 @pytest.fixture(scope="module")
@@ -43,17 +44,11 @@ def two_procs(tmp_path_factory) -> Path:
     return out
 
 
-def _result(out: Path, name: str, rank: int):
-    return torch.load(out / f"{name}_rank{rank}.pt", weights_only=False)
-
-
 # -- 2 processes x batch b == 1 process x batch 2b ---------------------------------------------
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(sc.RUNS))
 def test_two_processes_end_with_the_weights_of_one_process_with_double_batch(two_procs, name):
-    r0, r1 = _result(two_procs, name, 0), _result(two_procs, name, 1)
-    for key, value in r0["state"].items():  # every rank holds the very same weights
-        torch.testing.assert_close(r1["state"][key], value, rtol=0, atol=0, msg=key)
+    r0 = same_on_both_ranks(two_procs, name)  # every rank holds the very same weights
     model, history = sc.finetune(name, 2 * sc.BATCH)
     for key, value in model.state_dict().items():
         torch.testing.assert_close(r0["state"][key], value, msg=key)
@@ -62,6 +57,7 @@ def test_two_processes_end_with_the_weights_of_one_process_with_double_batch(two
         assert mine["phase"] == ref["phase"]
         for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
             assert mine[k] == pytest.approx(ref[k], rel=1e-6), k
+    r1 = rank_result(two_procs, name, 1)
     assert r1["history"] == [dict(r, seconds=r1r["seconds"],
                                   images_per_second=r1r["images_per_second"])
                              for r, r1r in zip(r0["history"], r1["history"])]
@@ -71,7 +67,7 @@ def test_two_processes_end_with_the_weights_of_one_process_with_double_batch(two
 def test_cached_probe_on_two_processes_equals_the_uncached_one(two_procs):
     """Cached 2-process == uncached 2-process (== 1-process, the test above): each rank
     caches its shard, the shards are joined, and epochs run the sampler's global order."""
-    cached, plain = _result(two_procs, "probe_cached", 0), _result(two_procs, "probe_uncached", 0)
+    cached, plain = rank_result(two_procs, "probe_cached", 0), rank_result(two_procs, "probe_uncached", 0)
     assert [r["cached"] for r in cached["history"]] == [True] * 3
     assert [r["cached"] for r in plain["history"]] == [False] * 3
     for key, value in plain["state"].items():
@@ -81,7 +77,7 @@ def test_cached_probe_on_two_processes_equals_the_uncached_one(two_procs):
 @pytest.mark.slow
 def test_the_weight_comparison_can_fail(two_procs):
     """One process with the per-process batch b (not 2b) ends elsewhere, far beyond tolerance."""
-    r0 = _result(two_procs, "full", 0)
+    r0 = rank_result(two_procs, "full", 0)
     model, _ = sc.finetune("full", sc.BATCH)
     gap = max((r0["state"][k] - v).abs().max().item() for k, v in model.state_dict().items())
     assert gap > 1e-3
@@ -110,7 +106,7 @@ def test_evaluate_on_two_processes_gives_the_one_process_report(two_procs):
     assert sc.N_VAL % 2 == 1  # rank 0 has one sample more: no padding duplicates allowed
     ref = evaluate(sc.make_model(seed=3), sc.data(sc.N_VAL, 2), batch_size=4, progress=False)
     for rank in (0, 1):
-        got = _result(two_procs, "evaluate", rank)
+        got = rank_result(two_procs, "evaluate", rank)
         assert got["n_samples"] == sc.N_VAL
         _assert_same_report(got, ref.to_dict())
 
@@ -156,19 +152,18 @@ def test_resume_with_other_steps_per_epoch_keeps_the_schedule(two_procs, tmp_pat
 
 @pytest.mark.slow
 def test_checkpoint_of_two_processes_resumes_on_two_processes(two_procs):
-    r0, r1 = _result(two_procs, "resumed", 0), _result(two_procs, "resumed", 1)
+    r0 = same_on_both_ranks(two_procs, "resumed")
     straight, _ = sc.finetune("full", 2 * sc.BATCH, epochs=3)
     assert len(r0["history"]) == 3
     for key, value in straight.state_dict().items():
         torch.testing.assert_close(r0["state"][key], value, msg=key)
-        torch.testing.assert_close(r1["state"][key], r0["state"][key], rtol=0, atol=0)
 
 
 @pytest.mark.slow
 def test_sync_batchnorm_on_gloo_warns_once_on_rank_0(two_procs):
     assert any("sync_batchnorm=True is ignored with the 'gloo' backend" in m
-               for m in _result(two_procs, "sync_bn", 0))
-    assert _result(two_procs, "sync_bn", 1) == []
+               for m in rank_result(two_procs, "sync_bn", 0))
+    assert rank_result(two_procs, "sync_bn", 1) == []
 
 
 # -- one process: nothing is initialised -------------------------------------------------------

@@ -20,7 +20,8 @@ from transferkit.training.checkpoint import LAST, load_checkpoint
 SCRIPTS = Path(__file__).parent / "dist_scripts"
 sys.path.insert(0, str(SCRIPTS))
 import i2i_scenarios as sc  # noqa: E402
-from launch import TORCHRUN_VARS, one_torch_thread, torchrun_two  # noqa: E402, F401
+from launch import (TORCHRUN_VARS, one_torch_thread, rank_result, same_on_both_ranks,  # noqa: E402, F401
+                    torchrun_two)
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +32,6 @@ def two_procs(tmp_path_factory) -> Path:
     return out
 
 
-def _result(out: Path, name: str, rank: int):
-    return torch.load(out / f"{name}_rank{rank}.pt", weights_only=False)
-
-
 def _max_gap(a: dict, b: dict) -> float:
     return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
 
@@ -43,9 +40,7 @@ def _max_gap(a: dict, b: dict) -> float:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(sc.RUNS))
 def test_two_processes_end_with_the_weights_of_one_process_with_double_batch(two_procs, name):
-    r0, r1 = _result(two_procs, name, 0), _result(two_procs, name, 1)
-    for key, value in r0["state"].items():  # every rank holds the very same weights
-        torch.testing.assert_close(r1["state"][key], value, rtol=0, atol=0, msg=key)
+    r0 = same_on_both_ranks(two_procs, name)  # every rank holds the very same weights
     model, history = sc.finetune(name, 2 * sc.BATCH)
     start = sc.make_model().state_dict()
     assert _max_gap(model.state_dict(), start) > 1e-3  # training moved the weights
@@ -62,7 +57,7 @@ def test_two_processes_end_with_the_weights_of_one_process_with_double_batch(two
 @pytest.mark.slow
 def test_the_ddp_weight_comparison_can_fail(two_procs):
     """One process with the per-process batch b (not 2b) ends elsewhere, beyond tolerance."""
-    r0 = _result(two_procs, "full_l1", 0)
+    r0 = rank_result(two_procs, "full_l1", 0)
     model, _ = sc.finetune("full_l1", sc.BATCH)
     assert _max_gap(r0["state"], model.state_dict()) > 1e-4
 
@@ -73,7 +68,7 @@ def test_evaluate_on_two_processes_gives_the_one_process_report(two_procs):
     ref = tk.evaluate(sc.make_model(seed=3), sc.pairs(sc.N_VAL, 2), batch_size=2,
                       progress=False).to_dict()
     for rank in (0, 1):
-        got = _result(two_procs, "evaluate", rank)
+        got = rank_result(two_procs, "evaluate", rank)
         assert got["n_samples"] == sc.N_VAL
         for part in ("metrics", "baseline"):
             assert sorted(got[part]) == sorted(ref[part])

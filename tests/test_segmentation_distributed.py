@@ -19,7 +19,8 @@ from transferkit.evaluate import evaluate
 SCRIPTS = Path(__file__).parent / "dist_scripts"
 sys.path.insert(0, str(SCRIPTS))
 import seg_scenarios as sc  # noqa: E402
-from launch import TORCHRUN_VARS, one_torch_thread, torchrun_two  # noqa: E402, F401
+from launch import (TORCHRUN_VARS, one_torch_thread, rank_result, same_on_both_ranks,  # noqa: E402, F401
+                    torchrun_two)
 
 
 @pytest.fixture(scope="module")
@@ -30,16 +31,10 @@ def two_procs(tmp_path_factory) -> Path:
     return out
 
 
-def _result(out: Path, name: str, rank: int):
-    return torch.load(out / f"{name}_rank{rank}.pt", weights_only=False)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(sc.RUNS))
 def test_two_processes_end_with_the_weights_of_one_process_with_double_batch(two_procs, name):
-    r0, r1 = _result(two_procs, name, 0), _result(two_procs, name, 1)
-    for key, value in r0["state"].items():  # every rank holds the very same weights
-        torch.testing.assert_close(r1["state"][key], value, rtol=0, atol=0, msg=key)
+    r0 = same_on_both_ranks(two_procs, name)  # every rank holds the very same weights
     model, history = sc.finetune(name, 2 * sc.BATCH)
     for key, value in model.state_dict().items():
         torch.testing.assert_close(r0["state"][key], value, msg=key)
@@ -53,7 +48,7 @@ def test_two_processes_end_with_the_weights_of_one_process_with_double_batch(two
 
 @pytest.mark.slow
 def test_cached_probe_on_two_processes_equals_the_uncached_one(two_procs):
-    cached, plain = _result(two_procs, "probe_cached", 0), _result(two_procs, "probe_uncached", 0)
+    cached, plain = rank_result(two_procs, "probe_cached", 0), rank_result(two_procs, "probe_uncached", 0)
     for key, value in plain["state"].items():
         torch.testing.assert_close(cached["state"][key], value, msg=key)
 
@@ -61,7 +56,7 @@ def test_cached_probe_on_two_processes_equals_the_uncached_one(two_procs):
 @pytest.mark.slow
 def test_the_ddp_weight_comparison_can_fail(two_procs):
     """One process with the per-process batch b (not 2b) ends elsewhere, beyond tolerance."""
-    r0 = _result(two_procs, "probe_cached", 0)
+    r0 = rank_result(two_procs, "probe_cached", 0)
     model, _ = sc.finetune("probe_cached", sc.BATCH)
     gap = max((r0["state"][k] - v).abs().max().item() for k, v in model.state_dict().items())
     assert gap > 1e-4
@@ -74,7 +69,7 @@ def test_evaluate_on_two_processes_gives_the_one_process_report(two_procs):
     ref = evaluate(sc.make_model(seed=3), sc.data(sc.N_VAL, 2), batch_size=4,
                    progress=False).to_dict()
     for rank in (0, 1):
-        got = _result(two_procs, "evaluate", rank)
+        got = rank_result(two_procs, "evaluate", rank)
         assert got["n_samples"] == sc.N_VAL
         assert got["confusion_matrix"] == ref["confusion_matrix"]
         assert sorted(got["metrics"]) == sorted(ref["metrics"])

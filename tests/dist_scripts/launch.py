@@ -50,3 +50,16 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def rank_result(out: Path, name: str, rank: int):
+    """What rank ``rank`` of the launch saved as ``name`` (the workers' ``save``)."""
+    return torch.load(out / f"{name}_rank{rank}.pt", weights_only=False)
+
+
+def same_on_both_ranks(out: Path, name: str) -> dict:
+    """Rank 0's result ``name``, after checking that rank 1 ended with the very same weights."""
+    r0, r1 = rank_result(out, name, 0), rank_result(out, name, 1)
+    for key, value in r0["state"].items():
+        torch.testing.assert_close(r1["state"][key], value, rtol=0, atol=0, msg=key)
+    return r0
