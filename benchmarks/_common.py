@@ -104,8 +104,10 @@ def machine() -> str:
 def print_results(results: Mapping[str, float]) -> None:
     """One ``name: value`` line per figure."""
     for name, value in results.items():
-        small = value != 0 and abs(value) < 0.01
-        print(f"{name}: {value:.2e}" if small else f"{name}: {value:.2f}")
+        small = value != 0 and abs(value) < 0.001
+        text = (f"{value:.2e}" if small else f"{value:.1f}" if abs(value) >= 100
+                else f"{value:.4g}")
+        print(f"{name}: {text}")
 
 
 # -- what the resnet18 benchmarks share ----------------------------------------------------

@@ -1,7 +1,8 @@
 """Segmentation figures, each measured side by side in one process.
 
 1. ``overhead``: ``finetune(strategy="full", augment=False)`` against a plain PyTorch loop on
-   the same model (copies of one initialisation), the same batches (nuclei tiles, in order,
+   the same model (copies of one initialisation), the same batches (``--samples`` nuclei
+   training tiles at stride ``--size // 2``, in order,
    preprocessed once up front for the loop), the same AdamW + cosine schedule and loss
    (cross-entropy, ignore_index 255): the ratio of their times.
 2. ``cache``: ``finetune(strategy="linear_probe", augment=False)`` for ``--epochs`` epochs
@@ -58,7 +59,7 @@ def _plain_loop(model, X, masks, *, epochs: int, batch_size: int, lr: float) -> 
 
 
 def overhead(args) -> dict[str, float]:
-    split = tk.datasets.nuclei(tile=args.size, channels=3)
+    split = tk.datasets.nuclei(tile=args.size, stride=args.size // 2, channels=3)
     X, masks = split.train.data[:args.samples], split.train.targets[:args.samples]
     base = _model("unet", args.size, decoder_channels=64)
     cfg = base.data_config
@@ -95,24 +96,39 @@ def cache(args) -> dict[str, float]:
 
 
 def pretrained(args) -> dict[str, float]:
+    import statistics
     import tempfile
 
     from transferkit.cli.demo_segmentation import SegDemoConfig, run_segmentation_demo
 
     figures: dict[str, float] = {}
-    for name, size in (("nuclei", args.size), ("animal_scenes", args.scenes_size)):
-        with tempfile.TemporaryDirectory() as out:
-            cfg = SegDemoConfig(epochs=args.ft_epochs, probe_epochs=args.probe_epochs,
-                                image_size=size, n_scenes=args.scenes,
-                                n_scenes_test=args.scenes_test, class_weights=args.class_weights,
-                                datasets=(name,), out_dir=out, progress=False)
-            result = run_segmentation_demo(cfg)
-        print("\n".join(result["table"][2:] if figures else result["table"]), flush=True)
-        runs = {r["strategy"]: r for r in result["results"]}
-        figures[f"{name}_pretrained_miou"] = runs["lp_ft"]["mean_iou"]
-        figures[f"{name}_random_init_miou"] = runs["full"]["mean_iou"]
-        figures[f"{name}_miou_gap"] = runs["lp_ft"]["mean_iou"] - runs["full"]["mean_iou"]
-        figures[f"{name}_wall_s"] = result["wall_seconds"]
+    first = True
+    for name in args.datasets:
+        size = args.size if name == "nuclei" else args.scenes_size
+        gaps = []
+        for seed in args.seeds:
+            with tempfile.TemporaryDirectory() as out:
+                cfg = SegDemoConfig(epochs=args.ft_epochs, probe_epochs=args.probe_epochs,
+                                    image_size=size, n_scenes=args.scenes,
+                                    n_scenes_test=args.scenes_test,
+                                    nuclei_stride=args.nuclei_stride,
+                                    class_weights=args.class_weights, datasets=(name,),
+                                    seed=seed, out_dir=out, progress=False)
+                result = run_segmentation_demo(cfg)
+            print(f"seed {seed}, {result['data'][name]['description']}", flush=True)
+            print("\n".join(result["table"] if first else result["table"][2:]), flush=True)
+            first = False
+            runs = {r["strategy"]: r for r in result["results"]}
+            tag = f"{name}_seed{seed}"
+            figures[f"{tag}_pretrained_miou"] = runs["lp_ft"]["mean_iou"]
+            figures[f"{tag}_random_init_miou"] = runs["full"]["mean_iou"]
+            gaps.append(runs["lp_ft"]["mean_iou"] - runs["full"]["mean_iou"])
+            figures[f"{tag}_miou_gap"] = gaps[-1]
+            figures[f"{tag}_wall_s"] = result["wall_seconds"]
+        figures[f"{name}_miou_gap_mean"] = statistics.mean(gaps)
+        figures[f"{name}_miou_gap_min"] = min(gaps)
+        if len(gaps) > 1:
+            figures[f"{name}_miou_gap_sd"] = statistics.stdev(gaps)
     return figures
 
 
@@ -127,6 +143,13 @@ def main() -> None:
     parser.add_argument("--ft-epochs", type=int, default=5, help="pretrained: lp_ft's fine-tuning")
     parser.add_argument("--scenes-size", type=int, default=SCENES_SIZE,
                         help="pretrained: animal_scenes' side in pixels (nuclei: --size)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="pretrained: training seeds (the gap per seed, its mean and sd)")
+    parser.add_argument("--datasets", nargs="+", default=["nuclei", "animal_scenes"],
+                        choices=("nuclei", "animal_scenes"), help="pretrained: which datasets")
+    parser.add_argument("--nuclei-stride", type=int, default=32,
+                        help="pretrained: step of nuclei's training tiles (32: 105 tiles, "
+                             "64: 32 tiles)")
     parser.add_argument("--class-weights", default="none", choices=("balanced", "none"),
                         help="pretrained: finetune's class_weights (mIoU averages the classes)")
     parser.set_defaults(samples=64, size=64)
