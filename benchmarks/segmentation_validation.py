@@ -4,7 +4,9 @@ same training (Lite0 + unet(64), lp_ft against random init, full, for as many ep
 Animal-MNIST training silhouettes with ``seed=1`` (the training scenes use ``seed=0``).
 
 Prints, per side, validation mIoU, pixel accuracy, the binary foreground IoU (animal or not)
-and the fraction of pixels predicted as an animal.
+the fraction of pixels predicted as an animal and each animal class's IoU. The scenes'
+options (``--max-animals``, ``--scale``, ``--texture-scale``, ``--contrast``) default to
+``animal_scenes``'s own.
 
     OMP_NUM_THREADS=1 python benchmarks/segmentation_validation.py --n 500 --probe 5 --epochs 5
 """
@@ -31,19 +33,33 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--side", choices=("both", "pre", "random"), default="both")
     p.add_argument("--class-weights", default=None, choices=(None, "balanced"))
+    p.add_argument("--decoder-channels", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--backbone-lr-mult", type=float, default=0.3, help="lp_ft's fine-tuning")
+    p.add_argument("--seed", type=int, default=0, help="training seed (model init, batches)")
+    p.add_argument("--max-animals", type=int, default=None, help="animal_scenes' max_animals")
+    p.add_argument("--scale", type=float, nargs=2, default=None, help="animal_scenes' scale")
+    p.add_argument("--texture-scale", type=float, nargs=2, default=None,
+                   help="animal_scenes' texture_scale")
+    p.add_argument("--contrast", type=float, default=None, help="animal_scenes' contrast")
     p.add_argument("--threads", type=int, default=None)
     a = p.parse_args()
     start(a)
-    train = tk.datasets.animal_scenes(n=a.n, n_test=1, size=a.size, seed=0).train
-    val = tk.datasets.animal_scenes(n=a.nval, n_test=1, size=a.size, seed=1).train
+    scene_opts = {k: v for k, v in (("max_animals", a.max_animals), ("scale", a.scale),
+                                    ("texture_scale", a.texture_scale),
+                                    ("contrast", a.contrast)) if v is not None}
+    print(f"animal_scenes options: {scene_opts or 'defaults'}", flush=True)
+    train = tk.datasets.animal_scenes(n=a.n, n_test=1, size=a.size, seed=0, **scene_opts).train
+    val = tk.datasets.animal_scenes(n=a.nval, n_test=1, size=a.size, seed=1, **scene_opts).train
     for pre in ([True, False] if a.side == "both" else [a.side == "pre"]):
         bb = tk.load_backbone("efficientnet_lite0", weights="DEFAULT" if pre else None)
-        model = tk.replace_head(bb, 11, head="unet", seed=0, decoder_channels=64)
-        common = dict(image_size=a.size, batch_size=16, lr=a.lr, seed=0, progress=False,
+        model = tk.replace_head(bb, 11, head="unet", seed=a.seed,
+                                 decoder_channels=a.decoder_channels)
+        common = dict(image_size=a.size, batch_size=a.batch_size, lr=a.lr, seed=a.seed, progress=False,
                       num_workers=0, augment=False, class_weights=a.class_weights)
         if pre:
             opts = dict(common, strategy="lp_ft", epochs=a.epochs, probe_epochs=a.probe,
-                        backbone_lr_mult=0.3)
+                        backbone_lr_mult=a.backbone_lr_mult)
         else:
             opts = dict(common, strategy="full", epochs=a.epochs + a.probe)
         t0 = time.perf_counter()
@@ -54,12 +70,16 @@ def main() -> None:
         tp = cm[1:, 1:].sum()
         fg_iou = float(tp / (cm[1:, :].sum() + cm[:, 1:].sum() - tp))
         fg_pred = float(1 - cm[:, 0].sum() / cm.sum())
+        iou = cm.diag() / (cm.sum(0) + cm.sum(1) - cm.diag()).clamp(min=1)
+        animals_iou = ", ".join(f"{c} {v:.2f}" for c, v in
+                                zip(tk.datasets.ANIMAL_SCENES_CLASSES[1:], iou[1:].tolist()))
         losses = [round(x["train_loss"], 3) for x in history.to_list()]
         print(f"{'ImageNet' if pre else 'random'}: size {a.size}, {a.n} scenes, "
-              f"{a.probe}+{a.epochs} epochs, class_weights {a.class_weights}: val mIoU "
+              f"{a.probe}+{a.epochs} epochs, batch {a.batch_size}, lr {a.lr:g}, class_weights "
+              f"{a.class_weights}: val mIoU "
               f"{r.mean_iou:.4f}, pixel acc {r.pixel_accuracy:.4f}, foreground IoU "
               f"{fg_iou:.3f}, predicted foreground {fg_pred:.3f}, train loss {losses}, "
-              f"{seconds:.0f} s", flush=True)
+              f"{seconds:.0f} s\n  per-class IoU: {animals_iou}", flush=True)
 
 
 if __name__ == "__main__":

@@ -142,12 +142,43 @@ def test_animal_scenes_deterministic_by_seed_and_test_set_fixed():
     assert not torch.equal(a.test.targets, d.test.targets)
 
 
+def test_animal_scenes_scale_and_contrast_options_do_what_they_say():
+    _need_scenes()
+    from transferkit.datasets import animal_scenes
+
+    # scale: one animal per scene, its mask's longer side within the asked fraction of the side
+    big = animal_scenes(n=30, n_test=1, size=64, max_animals=1, scale=(0.8, 0.9)).train
+    for mask in big.targets:
+        rows, cols = (mask > 0).any(1).nonzero(), (mask > 0).any(0).nonzero()
+        long_side = max(rows.max() - rows.min() + 1, cols.max() - cols.min() + 1)
+        assert 0.8 * 64 - 3 <= long_side <= 0.9 * 64 + 1, long_side
+
+    # contrast: the fill's mean colour stands further off the rest of the scene
+    def spread(contrast: float) -> float:
+        ds = animal_scenes(n=40, n_test=1, size=48, max_animals=1, contrast=contrast).train
+        fg = (ds.targets > 0)[:, None]  # (N, 1, H, W)
+        mean_in = (ds.data * fg).sum((2, 3)) / fg.sum((2, 3))
+        mean_out = (ds.data * ~fg).sum((2, 3)) / (~fg).sum((2, 3))
+        return float((mean_in - mean_out).norm(dim=1).median())
+
+    assert spread(0.5) > spread(0.0) + 0.05
+    same = [animal_scenes(n=6, n_test=2, size=32, scale=(0.5, 0.9), contrast=0.3,
+                          texture_scale=(0.03, 0.1)) for _ in range(2)]
+    assert torch.equal(same[0].train.data, same[1].train.data)
+    assert torch.equal(same[0].test.targets, same[1].test.targets)
+
+
 @pytest.mark.parametrize("kwargs, error, match", [
     (dict(n=0), ValueError, "n must be >= 1, got 0"),
     (dict(size=16), ValueError, "size must be between 32 and 512, got 16"),
     (dict(size="64"), TypeError, "size must be an int, got str"),
     (dict(max_animals=9), ValueError, "max_animals must be between 1 and 5"),
     (dict(seed=-1), ValueError, "seed must be >= 0"),
+    (dict(scale=0.5), TypeError, r"scale must be a pair \(low, high\) of numbers, got 0.5"),
+    (dict(scale=(0.9, 0.5)), ValueError, r"scale must satisfy 0.1 <= low <= high <= 1.0"),
+    (dict(texture_scale=(0.0, 0.5)), ValueError, "texture_scale must satisfy 0.02 <= low"),
+    (dict(contrast=2.0), ValueError, "contrast must be between 0.0 and 1.0, got 2.0"),
+    (dict(contrast="high"), TypeError, "contrast must be a number, got str"),
 ])
 def test_animal_scenes_bad_arguments(kwargs, error, match):
     from transferkit.datasets import animal_scenes

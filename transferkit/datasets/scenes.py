@@ -23,8 +23,8 @@ SCENE_PHOTOS = {
     "train": _IMAGENET[:15] + ("sklearn/china.jpg",),
     "test": _IMAGENET[15:] + ("sklearn/flower.jpg",),
 }
-_SCALE = (0.35, 0.7)  # an animal's longer side, as a fraction of the scene's side
-_MAX_TRIES = 8        # placements tried to keep a new animal mostly off the earlier ones
+_MAX_TRIES = 8   # placements tried to keep a new animal mostly off the earlier ones
+_FILL_TRIES = 8  # texture crops tried to find one distinct from what the animal covers
 
 
 def _check_int(fn: str, name: str, value: object, lo: int, hi: int | None = None) -> int:
@@ -86,8 +86,55 @@ def _crop_resized(photo, rng: np.random.Generator, lo: float, hi: float,
     return np.asarray(photo.resize(out_wh, Image.BILINEAR, box=(x0, y0, x0 + side, y0 + side)))
 
 
+def _check_range(fn: str, name: str, value: object, lo: float, hi: float) -> tuple[float, float]:
+    """A ``(low, high)`` pair of numbers with ``lo <= low <= high <= hi``."""
+    ok = (isinstance(value, (tuple, list)) and len(value) == 2
+          and all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+                  for v in value))
+    if not ok:
+        raise TypeError(f"{fn}: {name} must be a pair (low, high) of numbers, got {value!r}.")
+    a, b = float(value[0]), float(value[1])
+    if not lo <= a <= b <= hi:
+        raise ValueError(f"{fn}: {name} must satisfy {lo} <= low <= high <= {hi}, got {value!r}.")
+    return a, b
+
+
+def _check_float(fn: str, name: str, value: object, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{fn}: {name} must be a number, got {type(value).__name__} {value!r}.")
+    if not lo <= float(value) <= hi:
+        raise ValueError(f"{fn}: {name} must be between {lo} and {hi}, got {value!r}.")
+    return float(value)
+
+
+def _fill(rng: np.random.Generator, photos: tuple, b: int, texture_scale: tuple[float, float],
+          under: np.ndarray, shape: np.ndarray, contrast: float) -> tuple[int, np.ndarray]:
+    """A texture for a shape: a crop of any photo but the background's ``b``.
+
+    With ``contrast`` > 0, up to ``_FILL_TRIES`` crops are drawn and the first whose mean
+    colour under the shape is at least ``contrast`` away (RGB distance, channels in [0, 1])
+    from the mean colour of the pixels it covers (``under``) is kept; if none is, the most
+    distant one.
+    """
+    h, w = shape.shape
+    best, best_d = None, -1.0
+    ref = under[shape].reshape(-1, 3).mean(0) / 255.0
+    for _ in range(_FILL_TRIES if contrast > 0 else 1):
+        t = int(rng.integers(len(photos) - 1))
+        t += t >= b  # any photo but the background's
+        texture = _crop_resized(photos[t], rng, *texture_scale, (w, h))
+        d = float(np.linalg.norm(texture[shape].reshape(-1, 3).mean(0) / 255.0 - ref))
+        if d > best_d:
+            best, best_d = (t, texture), d
+        if d >= contrast:
+            break
+    return best
+
+
 def _scene(rng: np.random.Generator, size: int, max_animals: int, photos: tuple, names: tuple,
-           crops: list[np.ndarray], labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
+           crops: list[np.ndarray], labels: np.ndarray, scale: tuple[float, float],
+           texture_scale: tuple[float, float],
+           contrast: float) -> tuple[np.ndarray, np.ndarray, dict]:
     from PIL import Image
 
     b = int(rng.integers(len(photos)))
@@ -98,29 +145,30 @@ def _scene(rng: np.random.Generator, size: int, max_animals: int, photos: tuple,
     for _ in range(int(rng.integers(1, max_animals + 1))):
         i = int(rng.integers(len(crops)))
         crop = crops[i]
-        long_side = rng.uniform(*_SCALE) * size
+        long_side = rng.uniform(*scale) * size
         f = long_side / max(crop.shape)
-        h, w = max(4, round(crop.shape[0] * f)), max(4, round(crop.shape[1] * f))
+        h = min(size, max(4, round(crop.shape[0] * f)))
+        w = min(size, max(4, round(crop.shape[1] * f)))
         shape = np.asarray(Image.fromarray(crop).resize((w, h), Image.BILINEAR)) >= 128
-        t = int(rng.integers(len(photos) - 1))
-        t += t >= b  # any photo but the background's
-        texture = _crop_resized(photos[t], rng, 0.1, 0.5, (w, h))
         for _ in range(_MAX_TRIES):  # keep most of the new animal off the earlier ones
             y, x = int(rng.integers(size - h + 1)), int(rng.integers(size - w + 1))
             if (mask[y:y + h, x:x + w][shape] > 0).mean() < 0.2:
                 break
+        t, texture = _fill(rng, photos, b, texture_scale, image[y:y + h, x:x + w], shape,
+                           contrast)
         image[y:y + h, x:x + w][shape] = texture[shape]
         mask[y:y + h, x:x + w][shape] = labels[i] + 1
         animals.append((_ANIMALS[labels[i]], i, names[t]))
     return image, mask, {"background": names[b], "animals": tuple(animals)}
 
 
-def _make(split: str, n: int, size: int, seed: int, max_animals: int,
-          fn: str) -> TensorSegmentationDataset:
+def _make(split: str, n: int, size: int, seed: int, max_animals: int, fn: str,
+          **how) -> TensorSegmentationDataset:
     names, photos = _photos(split, size, fn)
     crops, labels = _silhouettes()[split]
     rng = np.random.default_rng([seed, 0 if split == "train" else 1])
-    scenes = [_scene(rng, size, max_animals, photos, names, crops, labels) for _ in range(n)]
+    scenes = [_scene(rng, size, max_animals, photos, names, crops, labels, **how)
+              for _ in range(n)]
     images = np.stack([s[0] for s in scenes])  # (N, size, size, 3) uint8
     data = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
     masks = torch.from_numpy(np.stack([s[1] for s in scenes]))
@@ -129,8 +177,11 @@ def _make(split: str, n: int, size: int, seed: int, max_animals: int,
 
 
 def animal_scenes(*, n: int = 400, n_test: int = 200, size: int = 64, seed: int = 0,
-                  test_seed: int = 0, max_animals: int = 3) -> SegmentationSplit:
-    """Scenes of 1-3 animals on real photographs, labelled per pixel: 11 classes.
+                  test_seed: int = 0, max_animals: int = 2,
+                  scale: tuple[float, float] = (0.5, 0.9),
+                  texture_scale: tuple[float, float] = (0.03, 0.1),
+                  contrast: float = 0.3) -> SegmentationSplit:
+    """Scenes of 1-2 animals on real photographs, labelled per pixel: 11 classes.
 
     How each scene is made (all randomness from ``numpy.random.default_rng``, so a seed gives
     the same scenes on every machine):
@@ -140,15 +191,26 @@ def animal_scenes(*, n: int = 400, n_test: int = 200, size: int = 64, seed: int 
        ``size``.
     2. **Animals**: 1 to ``max_animals`` (uniform), each an Animal-MNIST silhouette (a real
        28 x 28 animal silhouette image, MIT licence) drawn uniformly from its split, cropped to
-       its bounding box, scaled bilinearly so that its longer side is 35-70% of ``size``
-       (aspect kept) and thresholded at half intensity: that binary shape is the animal's mask.
-    3. **Fill**: the shape is filled with a texture: a random square region (10-50% of the
-       shorter side) of a *different* real photograph than the background, resized to the
-       shape's box. So an animal differs from the background only by its outline and by the
-       statistics of another photo: the class must be read from the shape.
-    4. **Paste**: each animal goes at a uniform position, re-drawn (up to 8 times) while 20%
-       or more of it would cover earlier animals; later animals occlude earlier ones. The mask
-       holds 0 for background and 1 + the Animal-MNIST label where an animal is visible.
+       its bounding box, scaled bilinearly so that its longer side is a uniform fraction
+       ``scale`` (default 50-90%) of ``size`` (aspect kept, at most ``size``) and thresholded
+       at half intensity: that binary shape is the animal's mask.
+    3. **Place**: a uniform position, re-drawn (up to 8 times) while 20% or more of the shape
+       would cover earlier animals; later animals occlude earlier ones.
+    4. **Fill**: the shape is filled with a texture: a random square region (side a uniform
+       fraction ``texture_scale``, default 3-10%, of the shorter side) of a *different* real
+       photograph than the background, resized bilinearly to the shape's box. With
+       ``contrast`` > 0 (default 0.3) the fill must stand out from what it covers: up to 8
+       such crops are drawn, and the first whose mean colour under the shape lies at least
+       ``contrast`` away (Euclidean RGB distance, channels in [0, 1]) from the mean colour of
+       the scene pixels it covers is kept (if none does, the farthest). So an animal differs
+       from the background by its outline and by another photo's colours: its *class* must
+       be read from the shape. The mask holds 0 for background and 1 + the Animal-MNIST label
+       where an animal is visible.
+
+    The defaults (larger animals, at most two, small near-uniform fills that contrast with
+    their surround) were chosen on validation scenes with
+    ``benchmarks/segmentation_validation.py``: with the earlier ones (35-70%, up to three,
+    fills of 10-50% of a photo, no contrast rule) many animals were nearly invisible.
 
     Photos: foolbox's 20 ImageNet samples (512 x 512) and scikit-learn's two sample photos.
     **Split**: training scenes use ImageNet samples 00-14 and ``china.jpg`` with silhouettes
@@ -169,6 +231,12 @@ def animal_scenes(*, n: int = 400, n_test: int = 200, size: int = 64, seed: int 
         seed: seed of the training scenes.
         test_seed: seed of the test scenes; keep the default to compare results.
         max_animals: at most this many animals per scene (1..5).
+        scale: ``(low, high)``: an animal's longer side as a fraction of ``size``
+            (0.1 <= low <= high <= 1).
+        texture_scale: ``(low, high)``: a fill's crop side as a fraction of its photo's
+            shorter side (0.02 <= low <= high <= 1; small: near-uniform colour).
+        contrast: the least mean-colour distance of a fill from what it covers (0..1; 0: no
+            rule, any crop).
 
     Returns:
         ``SegmentationSplit(train, test, classes)``: two :class:`TensorSegmentationDataset`,
@@ -186,6 +254,9 @@ def animal_scenes(*, n: int = 400, n_test: int = 200, size: int = 64, seed: int 
     size = _check_int(fn, "size", size, 32, 512)
     seed, test_seed = _check_int(fn, "seed", seed, 0), _check_int(fn, "test_seed", test_seed, 0)
     max_animals = _check_int(fn, "max_animals", max_animals, 1, 5)
-    train = _make("train", n, size, seed, max_animals, fn)
-    test = _make("test", n_test, size, test_seed, max_animals, fn)
+    how = dict(scale=_check_range(fn, "scale", scale, 0.1, 1.0),
+               texture_scale=_check_range(fn, "texture_scale", texture_scale, 0.02, 1.0),
+               contrast=_check_float(fn, "contrast", contrast, 0.0, 1.0))
+    train = _make("train", n, size, seed, max_animals, fn, **how)
+    test = _make("test", n_test, size, test_seed, max_animals, fn, **how)
     return SegmentationSplit(train, test, ANIMAL_SCENES_CLASSES)
