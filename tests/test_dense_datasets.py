@@ -155,7 +155,8 @@ def test_animal_scenes_scale_and_contrast_options_do_what_they_say():
 
     # contrast: the fill's mean colour stands further off the rest of the scene
     def spread(contrast: float) -> float:
-        ds = animal_scenes(n=40, n_test=1, size=48, max_animals=1, contrast=contrast).train
+        ds = animal_scenes(n=40, n_test=1, size=48, max_animals=1, contrast=contrast,
+                           outline=0, background_blur=0.0, background_contrast=1.0).train
         fg = (ds.targets > 0)[:, None]  # (N, 1, H, W)
         mean_in = (ds.data * fg).sum((2, 3)) / fg.sum((2, 3))
         mean_out = (ds.data * ~fg).sum((2, 3)) / (~fg).sum((2, 3))
@@ -168,8 +169,59 @@ def test_animal_scenes_scale_and_contrast_options_do_what_they_say():
     assert torch.equal(same[0].test.targets, same[1].test.targets)
 
 
+def test_animal_scenes_outline_and_background_options_do_what_they_say():
+    _need_scenes()
+    from transferkit.datasets import animal_scenes
+
+    def scenes(**kw):
+        return animal_scenes(n=24, n_test=1, size=64, max_animals=1, **kw).train
+
+    # outline: the mask's rim (pixels with a background 4-neighbour) is drawn black, the
+    # inside is not; without it the rim is as bright as the rest of the fill
+    def rim_and_inside(ds):
+        fg = ds.targets > 0
+        padded = torch.nn.functional.pad(fg, (1, 1, 1, 1))
+        inner = fg & padded[:, :-2, 1:-1] & padded[:, 2:, 1:-1] & padded[:, 1:-1, :-2] \
+            & padded[:, 1:-1, 2:]
+        rim = fg & ~inner
+        grey = ds.data.mean(1)
+        return float(grey[rim].mean()), float(grey[inner].mean())
+
+    rim, inside = rim_and_inside(scenes(outline=2))
+    assert rim < 0.01 and inside > 0.1, (rim, inside)
+    rim0, inside0 = rim_and_inside(scenes(outline=0))
+    assert rim0 > 0.1, rim0
+
+    # background_blur / background_contrast: the background's neighbour differences and its
+    # spread about its mean shrink; the animals' pixels are not touched by either
+    def background_stats(ds):
+        bg = (ds.targets == 0)
+        x = ds.data
+        dx = (x[..., 1:] - x[..., :-1]).abs().mean(1)[bg[..., 1:] & bg[..., :-1]]
+        spread = [float(img[:, m].std(1).mean()) for img, m in zip(x, bg)]
+        return float(dx.mean()), sum(spread) / len(spread)
+
+    sharp_dx, full_spread = background_stats(scenes(background_blur=0.0, background_contrast=1.0))
+    blur_dx, _ = background_stats(scenes(background_blur=0.0625, background_contrast=1.0))
+    _, half_spread = background_stats(scenes(background_blur=0.0, background_contrast=0.5))
+    assert blur_dx < 0.6 * sharp_dx, (blur_dx, sharp_dx)
+    assert 0.35 * full_spread < half_spread < 0.65 * full_spread, (half_spread, full_spread)
+    # (contrast=0: one fill per animal, so both draw the same random numbers)
+    plain = scenes(outline=0, contrast=0.0, background_blur=0.0, background_contrast=1.0)
+    styled = scenes(outline=0, contrast=0.0)
+    fg = plain.targets > 0
+    assert torch.equal(plain.targets, styled.targets)  # same draws: same masks
+    assert not torch.equal(plain.data, styled.data)
+    assert torch.equal(plain.data.permute(1, 0, 2, 3)[:, fg], styled.data.permute(1, 0, 2, 3)[:, fg])
+
+
 @pytest.mark.parametrize("kwargs, error, match", [
     (dict(n=0), ValueError, "n must be >= 1, got 0"),
+    (dict(outline=-1), ValueError, "outline must be between 0 and 8, got -1"),
+    (dict(outline=1.5), TypeError, "outline must be an int, got float"),
+    (dict(background_blur=0.9), ValueError, "background_blur must be between 0.0 and 0.5"),
+    (dict(background_contrast=1.5), ValueError,
+     "background_contrast must be between 0.0 and 1.0, got 1.5"),
     (dict(size=16), ValueError, "size must be between 32 and 512, got 16"),
     (dict(size="64"), TypeError, "size must be an int, got str"),
     (dict(max_animals=9), ValueError, "max_animals must be between 1 and 5"),
