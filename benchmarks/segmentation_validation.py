@@ -33,6 +33,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--side", choices=("both", "pre", "random"), default="both")
     p.add_argument("--class-weights", default=None, choices=(None, "balanced"))
+    p.add_argument("--loss", default="ce", choices=("ce", "dice", "ce+dice"))
     p.add_argument("--decoder-channels", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--backbone-lr-mult", type=float, default=0.3, help="lp_ft's fine-tuning")
@@ -56,7 +57,8 @@ def main() -> None:
         model = tk.replace_head(bb, 11, head="unet", seed=a.seed,
                                  decoder_channels=a.decoder_channels)
         common = dict(image_size=a.size, batch_size=a.batch_size, lr=a.lr, seed=a.seed, progress=False,
-                      num_workers=0, augment=False, class_weights=a.class_weights)
+                      num_workers=0, augment=False, class_weights=a.class_weights,
+                      loss=a.loss)
         if pre:
             opts = dict(common, strategy="lp_ft", epochs=a.epochs, probe_epochs=a.probe,
                         backbone_lr_mult=a.backbone_lr_mult)
@@ -76,7 +78,7 @@ def main() -> None:
         losses = [round(x["train_loss"], 3) for x in history.to_list()]
         print(f"{'ImageNet' if pre else 'random'}: size {a.size}, {a.n} scenes, "
               f"{a.probe}+{a.epochs} epochs, batch {a.batch_size}, lr {a.lr:g}, class_weights "
-              f"{a.class_weights}: val mIoU "
+              f"{a.class_weights}, loss {a.loss}: val mIoU "
               f"{r.mean_iou:.4f}, pixel acc {r.pixel_accuracy:.4f}, foreground IoU "
               f"{fg_iou:.3f}, predicted foreground {fg_pred:.3f}, train loss {losses}, "
               f"{seconds:.0f} s\n  per-class IoU: {animals_iou}", flush=True)

@@ -89,6 +89,18 @@ def test_demo_config_checks_its_options() -> None:
     assert DemoConfig(tiny=True).image_size == 32
 
 
+def test_segmentation_demo_config_checks_its_options() -> None:
+    from transferkit.cli.demo_segmentation import SegDemoConfig
+
+    with pytest.raises(ValueError, match=r"loss 'focal' does not apply to task 'segmentation'"):
+        SegDemoConfig(loss="focal")
+    with pytest.raises(ValueError, match="image_size must be an int in"):
+        SegDemoConfig(image_size=16)
+    with pytest.raises(ValueError, match="datasets must be a non-empty subset"):
+        SegDemoConfig(datasets=("cityscapes",))
+    assert SegDemoConfig(loss="ce+dice").loss == "ce+dice"
+
+
 def test_demo_runs_the_segmentation_demo_too(demo_run) -> None:
     """`transferkit demo` (no subcommand) runs the segmentation demo into <out>-segmentation/."""
     out, printed = demo_run

@@ -47,6 +47,10 @@ def test_frozen_parameters_are_skipped_buffers_are_not():
     assert first_non_finite(model) is None  # no step writes a frozen weight
     model[1].running_mean[0] = math.inf
     assert first_non_finite(model) == "1.running_mean"
+    model[1].eval()  # an eval-mode BatchNorm does not update its statistics: not checked
+    assert first_non_finite(model) is None
+    model[1].train()
+    assert first_non_finite(model) == "1.running_mean"
 
 
 def test_half_precision_weights():

@@ -9,8 +9,8 @@ offline datasets:
 - :func:`transferkit.datasets.nuclei`: a fluorescence image of cell nuclei (stardist's test
   image) with its true masks, tiles of the left half to train, of the right half to test;
 - :func:`transferkit.datasets.animal_scenes`: Animal-MNIST silhouettes filled with textures of
-  real photographs on real-photo backgrounds (11 classes), test scenes from other photos and
-  other silhouettes.
+  real photographs on defocused real-photo backgrounds (11 classes), test scenes from other
+  photos and other silhouettes.
 
 Both are scored on their test split: mean IoU, mean Dice and pixel accuracy from one pixel
 confusion matrix. The output folder receives ``report.json``, ``overlays_<dataset>.png``
@@ -51,6 +51,8 @@ class SegDemoConfig:
         batch_size, lr, backbone_lr_mult: of every run (AdamW, cosine schedule).
         class_weights: ``finetune``'s ``class_weights`` for every run (``"balanced"``:
             inverse pixel frequencies; ``None``: plain cross-entropy, the demo's).
+        loss: ``finetune``'s segmentation ``loss`` for every run (``"ce"``, the demo's;
+            ``"dice"``, ``"ce+dice"``).
         datasets: which of :data:`SEG_DATASETS` to run.
         seed, out_dir, progress: as in the classification demo.
         tiny: a seconds-long run (for tests).
@@ -67,6 +69,7 @@ class SegDemoConfig:
     lr: float = 3e-3
     backbone_lr_mult: float = 0.3
     class_weights: str | None = None
+    loss: str = "ce"
     datasets: Sequence[str] = SEG_DATASETS
     seed: int = 0
     out_dir: str | os.PathLike = "runs/demo-segmentation"
@@ -86,6 +89,9 @@ class SegDemoConfig:
                 32 <= self.image_size <= 256):
             raise ValueError(f"demo segmentation: image_size must be an int in [32, 256], got "
                              f"{self.image_size!r}.")
+        from ..training.losses import check_loss
+
+        check_loss("segmentation", self.loss)  # before any data is read
         self.datasets = tuple(self.datasets)
         unknown = [d for d in self.datasets if d not in SEG_DATASETS]
         if unknown or not self.datasets:
@@ -140,7 +146,7 @@ def _train_one(name: str, pretrained: bool, cfg: SegDemoConfig, train, test, cla
                          seed=cfg.seed, decoder_channels=cfg.decoder_channels)
     common = {"image_size": cfg.image_size, "batch_size": cfg.batch_size, "lr": cfg.lr,
               "seed": cfg.seed, "progress": cfg.progress, "num_workers": 0, "augment": False,
-              "class_weights": cfg.class_weights}
+              "class_weights": cfg.class_weights, "loss": cfg.loss}
     if pretrained:
         options = {**common, "strategy": "lp_ft", "epochs": cfg.epochs,
                    "probe_epochs": cfg.probe_epochs, "backbone_lr_mult": cfg.backbone_lr_mult}

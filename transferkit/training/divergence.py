@@ -28,14 +28,19 @@ def first_non_finite(model: nn.Module) -> str | None:
     """The name of the first parameter or floating buffer holding NaN or inf, else ``None``.
 
     Frozen parameters are skipped (no step writes them; a frozen encoder is most of the
-    model). The common case, everything finite, is settled by one sum per tensor: a sum is
+    model), and so are the buffers of modules in eval mode (a BatchNorm updates its running
+    statistics only in training mode; a frozen encoder is kept in eval mode). The common
+    case, everything finite, is settled by one sum per tensor: a sum is
     finite only if every element is (NaN and inf propagate), and a sum of finite values that
     overflows merely sends the check to the exact per-tensor test. ``isfinite`` over every
     element costs several times more (it writes a boolean tensor per weight).
     """
-    named = [(name, t) for name, t in [*model.named_parameters(), *model.named_buffers()]
-             if t.is_floating_point()
-             and not (isinstance(t, nn.Parameter) and not t.requires_grad)]
+    named = []
+    for prefix, module in model.named_modules():
+        own = [*((n, p) for n, p in module.named_parameters(recurse=False) if p.requires_grad),
+               *(module.named_buffers(recurse=False) if module.training else ())]
+        named += [(f"{prefix}.{n}" if prefix else n, t) for n, t in own
+                  if t is not None and t.is_floating_point()]
     if not named:
         return None
     with torch.no_grad():
