@@ -377,6 +377,8 @@ class TrainFormat:
 
     @property
     def channels_last(self) -> bool:
+        if isinstance(self.value, bool):  # set once (construction or pin): no walk over weights
+            return self.value
         return is_channels_last(self.model)
 
     def _mode(self) -> str:
