@@ -8,6 +8,7 @@ raises ``TypeError``; a value of the right type out of range or not among the ch
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable
 
 __all__ = ["check_choice", "check_int", "check_number"]
@@ -15,34 +16,42 @@ __all__ = ["check_choice", "check_int", "check_number"]
 
 def check_int(fn: str, name: str, value: object, low: int | None = None,
               high: int | None = None) -> int:
-    """``value`` as an int in ``[low, high]``; ``TypeError`` for another type.
+    """``value`` as an int in ``[low, high]``; ``TypeError`` for another type (a NumPy
+    integer counts as an int; ``bool`` does not).
 
     Example:
         >>> check_int("evaluate", "batch_size", 8, 1)
         8
     """
     expected = _int_range(low, high)
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{fn}: {name} must be {expected}, got {value!r} "
                         f"({type(value).__name__}).")
     if (low is not None and value < low) or (high is not None and value > high):
         raise ValueError(f"{fn}: {name} must be {expected}, got {value}.")
-    return value
+    return int(value)
 
 
-def check_number(fn: str, name: str, value: object, low: float | None = None, *,
-                 strict: bool = False) -> float:
-    """``value`` as a finite real number ``>= low`` (``> low`` when ``strict``).
+def check_number(fn: str, name: str, value: object, low: float | None = None,
+                 high: float | None = None, *, strict: bool = False) -> float:
+    """``value`` as a finite real number ``>= low`` (``> low`` when ``strict``) and
+    ``<= high`` (a NumPy number counts; ``bool`` does not).
 
     Example:
         >>> check_number("finetune", "lr", 1e-3, 0, strict=True)
         0.001
     """
-    bound = "" if low is None else f" {'>' if strict else '>='} {low}"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if low is not None and high is not None:
+        bound = f" in {'(' if strict else '['}{low}, {high}]"
+    elif low is not None:
+        bound = f" {'>' if strict else '>='} {low}"
+    else:
+        bound = "" if high is None else f" <= {high}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{fn}: {name} must be a number{bound}, got {value!r} "
                         f"({type(value).__name__}).")
-    if not math.isfinite(value) or (low is not None and (value < low or strict and value == low)):
+    if not math.isfinite(value) or (low is not None and (value < low or strict and value == low)
+                                    or high is not None and value > high):
         raise ValueError(f"{fn}: {name} must be a finite number{bound}, got {value!r}.")
     return value
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .._checks import check_int
 from ..errors import DataError
 from ._packaged import package_file
 from .containers import SegmentationSplit, TensorSegmentationDataset
@@ -16,13 +17,6 @@ _SIZE = 512  # the image is 512 x 512; columns [0, 256) train, [256, 512) test
 _HALF = _SIZE // 2
 _PERCENTILES = (1.0, 99.8)  # stardist's own normalisation of this image
 
-
-def _check_int(fn: str, name: str, value: object, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{fn}: {name} must be an int, got {type(value).__name__} {value!r}.")
-    if not lo <= value <= hi:
-        raise ValueError(f"{fn}: {name} must be between {lo} and {hi}, got {value}.")
-    return int(value)
 
 
 def _read_tifs(fn: str) -> tuple[np.ndarray, np.ndarray]:
@@ -95,8 +89,8 @@ def nuclei(*, tile: int = 64, stride: int | None = None, channels: int = 1) -> S
         ((8, 1, 128, 128), (8, 128, 128), 'nucleus')
     """
     fn = "nuclei"
-    tile = _check_int(fn, "tile", tile, 16, _HALF)
-    stride = tile if stride is None else _check_int(fn, "stride", stride, 1, tile)
+    tile = check_int(fn, "tile", tile, 16, _HALF)
+    stride = tile if stride is None else check_int(fn, "stride", stride, 1, tile)
     if channels not in (1, 3) or isinstance(channels, bool):
         raise ValueError(f"{fn}: channels must be 1 or 3, got {channels!r}.")
     raw, labels = _read_tifs(fn)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._checks import check_int
 from ._packaged import photo_paths, read_rgb
 from .containers import PairSplit, TensorPairDataset
 
@@ -26,14 +27,6 @@ PHOTO_SOURCES = ("aerial", "imagenet", "sklearn")
 _TEST_FRACTION = 0.25
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, the weights of PIL's convert("L")
 
-
-def _check_int(fn: str, name: str, value: object, lo: int, hi: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{fn}: {name} must be an int, got {type(value).__name__} {value!r}.")
-    if value < lo or (hi is not None and value > hi):
-        bound = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
-        raise ValueError(f"{fn}: {name} must be {bound}, got {value}.")
-    return int(value)
 
 
 def _check_sources(fn: str, sources: object) -> tuple[str, ...]:
@@ -78,7 +71,7 @@ def bicubic_degrade(images: torch.Tensor, scale: int, *, upsample: bool = True) 
     """
     fn = "bicubic_degrade"
     images = _check_images(fn, images)
-    scale = _check_int(fn, "scale", scale, 2)
+    scale = check_int(fn, "scale", scale, 2)
     h, w = images.shape[-2:]
     if h % scale or w % scale:
         raise ValueError(f"{fn}: the image size {h}x{w} must be divisible by scale={scale}.")
@@ -211,13 +204,13 @@ def super_resolution(*, scale: int = 4, size: int = 64, n: int = 512, n_test: in
         ((8, 3, 32, 32), (4, 3, 32, 32))
     """
     fn = "super_resolution"
-    scale = _check_int(fn, "scale", scale, 2, 8)
-    size = _check_int(fn, "size", size, 16, 512)
+    scale = check_int(fn, "scale", scale, 2, 8)
+    size = check_int(fn, "size", size, 16, 512)
     if size % scale:
         raise ValueError(f"{fn}: size={size} must be divisible by scale={scale}; try "
                          f"size={size - size % scale}.")
-    n, n_test = _check_int(fn, "n", n, 1), _check_int(fn, "n_test", n_test, 1)
-    seed = _check_int(fn, "seed", seed, 0)
+    n, n_test = check_int(fn, "n", n, 1), check_int(fn, "n_test", n_test, 1)
+    seed = check_int(fn, "seed", seed, 0)
     sources = _check_sources(fn, sources)
     if not isinstance(upsample, bool):
         raise TypeError(f"{fn}: upsample must be a bool, got {upsample!r}.")
@@ -256,9 +249,9 @@ def colorization(*, size: int = 64, n: int = 512, n_test: int = 128, seed: int =
         (True, (4, 3, 32, 32))
     """
     fn = "colorization"
-    size = _check_int(fn, "size", size, 16, 512)
-    n, n_test = _check_int(fn, "n", n, 1), _check_int(fn, "n_test", n_test, 1)
-    seed = _check_int(fn, "seed", seed, 0)
+    size = check_int(fn, "size", size, 16, 512)
+    n, n_test = check_int(fn, "n", n, 1), check_int(fn, "n_test", n_test, 1)
+    seed = check_int(fn, "seed", seed, 0)
     sources = _check_sources(fn, sources)
     y_tr, r_tr, y_te, r_te, names = _crops(fn, size=size, n=n, n_test=n_test, seed=seed,
                                            sources=sources)

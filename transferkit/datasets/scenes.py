@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._checks import check_int, check_number
 from ._packaged import PHOTO_SETS, photo_paths
 from .animals import animal_mnist
 from .containers import SegmentationSplit, TensorSegmentationDataset
@@ -26,14 +27,6 @@ SCENE_PHOTOS = {
 _MAX_TRIES = 8   # placements tried to keep a new animal mostly off the earlier ones
 _FILL_TRIES = 8  # texture crops tried to find one distinct from what the animal covers
 
-
-def _check_int(fn: str, name: str, value: object, lo: int, hi: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{fn}: {name} must be an int, got {type(value).__name__} {value!r}.")
-    if value < lo or (hi is not None and value > hi):
-        bound = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
-        raise ValueError(f"{fn}: {name} must be {bound}, got {value}.")
-    return int(value)
 
 
 @functools.lru_cache(maxsize=4)
@@ -88,23 +81,12 @@ def _crop_resized(photo, rng: np.random.Generator, lo: float, hi: float,
 
 def _check_range(fn: str, name: str, value: object, lo: float, hi: float) -> tuple[float, float]:
     """A ``(low, high)`` pair of numbers with ``lo <= low <= high <= hi``."""
-    ok = (isinstance(value, (tuple, list)) and len(value) == 2
-          and all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-                  for v in value))
-    if not ok:
+    if not (isinstance(value, (tuple, list)) and len(value) == 2):
         raise TypeError(f"{fn}: {name} must be a pair (low, high) of numbers, got {value!r}.")
-    a, b = float(value[0]), float(value[1])
-    if not lo <= a <= b <= hi:
+    a, b = (float(check_number(fn, name, v, lo, hi)) for v in value)
+    if a > b:
         raise ValueError(f"{fn}: {name} must satisfy {lo} <= low <= high <= {hi}, got {value!r}.")
     return a, b
-
-
-def _check_float(fn: str, name: str, value: object, lo: float, hi: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{fn}: {name} must be a number, got {type(value).__name__} {value!r}.")
-    if not lo <= float(value) <= hi:
-        raise ValueError(f"{fn}: {name} must be between {lo} and {hi}, got {value!r}.")
-    return float(value)
 
 
 def _fill(rng: np.random.Generator, photos: tuple, b: int, texture_scale: tuple[float, float],
@@ -242,11 +224,9 @@ def animal_scenes(*, n: int = 400, n_test: int = 200, size: int = 64, seed: int 
     The defaults were chosen on validation scenes (never the test split), with
     ``benchmarks/segmentation_validation.py`` and ``benchmarks/scenes_probe.py``: with the
     first ones (35-70%, up to three, fills of 10-50% of a photo) many animals were nearly
-    invisible; with visible fills but a sharp background and no outline, a logistic
-    regression on the ImageNet encoder's pooled features told a one-animal scene's class in
-    24% of validation scenes (random-init features: 12%): the sharp photo behind a
-    silhouette hid its shape. With the defaults: 62% (random init: 17%). See
-    ``docs/segmentation.md``.
+    invisible, and with visible fills on a sharp background and no outline the ImageNet
+    encoder's features hardly told one animal's class from another: the sharp photo behind
+    a silhouette hid its shape. The figures are in ``docs/segmentation.md``.
 
     Photos: foolbox's 20 ImageNet samples (512 x 512) and scikit-learn's two sample photos.
     **Split**: training scenes use ImageNet samples 00-14 and ``china.jpg`` with silhouettes
@@ -291,16 +271,16 @@ def animal_scenes(*, n: int = 400, n_test: int = 200, size: int = 64, seed: int 
         ((8, 3, 32, 32), (4, 32, 32), 11)
     """
     fn = "animal_scenes"
-    n, n_test = _check_int(fn, "n", n, 1), _check_int(fn, "n_test", n_test, 1)
-    size = _check_int(fn, "size", size, 32, 512)
-    seed, test_seed = _check_int(fn, "seed", seed, 0), _check_int(fn, "test_seed", test_seed, 0)
-    max_animals = _check_int(fn, "max_animals", max_animals, 1, 5)
+    n, n_test = check_int(fn, "n", n, 1), check_int(fn, "n_test", n_test, 1)
+    size = check_int(fn, "size", size, 32, 512)
+    seed, test_seed = check_int(fn, "seed", seed, 0), check_int(fn, "test_seed", test_seed, 0)
+    max_animals = check_int(fn, "max_animals", max_animals, 1, 5)
     how = dict(scale=_check_range(fn, "scale", scale, 0.1, 1.0),
                texture_scale=_check_range(fn, "texture_scale", texture_scale, 0.02, 1.0),
-               contrast=_check_float(fn, "contrast", contrast, 0.0, 1.0),
-               outline=_check_int(fn, "outline", outline, 0, 8),
-               background_blur=_check_float(fn, "background_blur", background_blur, 0.0, 0.5),
-               background_contrast=_check_float(fn, "background_contrast", background_contrast,
+               contrast=check_number(fn, "contrast", contrast, 0.0, 1.0),
+               outline=check_int(fn, "outline", outline, 0, 8),
+               background_blur=check_number(fn, "background_blur", background_blur, 0.0, 0.5),
+               background_contrast=check_number(fn, "background_contrast", background_contrast,
                                                 0.0, 1.0))
     train = _make("train", n, size, seed, max_animals, fn, **how)
     test = _make("test", n_test, size, test_seed, max_animals, fn, **how)
