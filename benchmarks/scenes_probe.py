@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import time
 
 from _common import start
@@ -22,13 +23,17 @@ import numpy as np
 import torch
 
 import transferkit as tk
+from transferkit.data.preprocess import BatchPrep
 
 
 def _features(backbone, images: torch.Tensor) -> np.ndarray:
-    cfg = backbone.data_config
-    mean, std = torch.tensor(cfg.mean)[:, None, None], torch.tensor(cfg.std)[:, None, None]
+    """Pooled features of scenes already at the crop size: the library's preprocessing, whose
+    geometry is then the identity (resize and crop to the scene's own side)."""
+    side = images.shape[-1]
+    prep = BatchPrep(dataclasses.replace(backbone.data_config, input_size=(3, side, side),
+                                         resize_size=side), train=False)
     with torch.inference_mode():
-        return torch.cat([backbone((images[i:i + 100] - mean) / std).flatten(1)
+        return torch.cat([backbone(prep(images[i:i + 100])).flatten(1)
                           for i in range(0, len(images), 100)]).numpy()
 
 
@@ -53,6 +58,7 @@ def main() -> None:
     print(f"animal_scenes options: {options or 'defaults'}, {a.size} px")
     for weights in ("DEFAULT", None):
         t0 = time.perf_counter()
+        torch.manual_seed(0)  # the random-init side's weights
         backbone = tk.load_backbone("efficientnet_lite0", weights=weights).eval()
         f_fit, f_score = _features(backbone, fit.data), _features(backbone, score.data)
         for n in sorted({min(300, a.n), a.n}):

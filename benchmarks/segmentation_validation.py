@@ -1,5 +1,6 @@
 """How the ``pretrained`` section of ``segmentation.py`` chose its animal_scenes budget: the
-same training (Lite0 + unet(64), lp_ft against random init, full, for as many epochs) scored on
+segmentation demo's own training (``transferkit.cli.demo_segmentation.train_one``: Lite0 +
+unet(64), lp_ft against random init, full, for as many epochs) scored on
 *validation* scenes, never the test split: ``--nval`` scenes made from the training photos and
 Animal-MNIST training silhouettes with ``seed=1`` (the training scenes use ``seed=0``).
 
@@ -14,13 +15,13 @@ options (``--max-animals``, ``--scale``, ``--texture-scale``, ``--contrast``) de
 from __future__ import annotations
 
 import argparse
-import time
 
 from _common import start
 
 import torch
 
 import transferkit as tk
+from transferkit.cli.demo_segmentation import SegDemoConfig, train_one
 
 
 def main() -> None:
@@ -52,37 +53,27 @@ def main() -> None:
     print(f"animal_scenes options: {scene_opts or 'defaults'}", flush=True)
     train = tk.datasets.animal_scenes(n=a.n, n_test=1, size=a.size, seed=0, **scene_opts).train
     val = tk.datasets.animal_scenes(n=a.nval, n_test=1, size=a.size, seed=1, **scene_opts).train
+    cfg = SegDemoConfig(epochs=a.epochs, probe_epochs=a.probe, image_size=a.size,
+                        decoder_channels=a.decoder_channels, batch_size=a.batch_size, lr=a.lr,
+                        backbone_lr_mult=a.backbone_lr_mult, class_weights=a.class_weights,
+                        loss=a.loss, datasets=("animal_scenes",), seed=a.seed, progress=False)
+    classes = list(tk.datasets.ANIMAL_SCENES_CLASSES)
     for pre in ([True, False] if a.side == "both" else [a.side == "pre"]):
-        bb = tk.load_backbone("efficientnet_lite0", weights="DEFAULT" if pre else None)
-        model = tk.replace_head(bb, 11, head="unet", seed=a.seed,
-                                 decoder_channels=a.decoder_channels)
-        common = dict(image_size=a.size, batch_size=a.batch_size, lr=a.lr, seed=a.seed, progress=False,
-                      num_workers=0, augment=False, class_weights=a.class_weights,
-                      loss=a.loss)
-        if pre:
-            opts = dict(common, strategy="lp_ft", epochs=a.epochs, probe_epochs=a.probe,
-                        backbone_lr_mult=a.backbone_lr_mult)
-        else:
-            opts = dict(common, strategy="full", epochs=a.epochs + a.probe)
-        t0 = time.perf_counter()
-        history = tk.finetune(model, train, **opts)
-        seconds = time.perf_counter() - t0
-        r = tk.evaluate(model, val, progress=False, batch_size=32)
+        # the segmentation demo's own training of one side, scored on the validation scenes
+        run, _, r = train_one("animal_scenes", pre, cfg, train, val, classes, lambda _: None)
         cm = torch.as_tensor(r.confusion_matrix, dtype=torch.float64)
         tp = cm[1:, 1:].sum()
         fg_iou = float(tp / (cm[1:, :].sum() + cm[:, 1:].sum() - tp))
         fg_pred = float(1 - cm[:, 0].sum() / cm.sum())
-        iou = cm.diag() / (cm.sum(0) + cm.sum(1) - cm.diag()).clamp(min=1)
-        animals_iou = ", ".join(f"{c} {v:.2f}" for c, v in
-                                zip(tk.datasets.ANIMAL_SCENES_CLASSES[1:], iou[1:].tolist()))
-        losses = [round(x["train_loss"], 3) for x in history.to_list()]
+        animals_iou = ", ".join(f"{c} {v:.2f}" if v is not None else f"{c} -"
+                                for c, v in list(r.iou.items())[1:])
+        losses = [round(x["train_loss"], 3) for x in run.history]
         print(f"{'ImageNet' if pre else 'random'}: size {a.size}, {a.n} scenes, "
               f"{a.probe}+{a.epochs} epochs, batch {a.batch_size}, lr {a.lr:g}, class_weights "
               f"{a.class_weights}, loss {a.loss}: val mIoU "
               f"{r.mean_iou:.4f}, pixel acc {r.pixel_accuracy:.4f}, foreground IoU "
               f"{fg_iou:.3f}, predicted foreground {fg_pred:.3f}, train loss {losses}, "
-              f"{seconds:.0f} s\n  per-class IoU: {animals_iou}", flush=True)
-
+              f"{run.train_seconds:.0f} s\n  per-class IoU: {animals_iou}", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["SegDemoConfig", "SegRun", "run_segmentation_demo", "format_seg_table",
-           "SEG_DATASETS"]
+           "SEG_DATASETS", "train_one"]
 
 SEG_DATASETS = ("nuclei", "animal_scenes")
 BACKBONE = "efficientnet_lite0"
@@ -135,7 +135,10 @@ def load_seg_data(name: str, cfg: SegDemoConfig):
     return train, test, list(split.classes), desc
 
 
-def _train_one(name: str, pretrained: bool, cfg: SegDemoConfig, train, test, classes, say):
+def train_one(name: str, pretrained: bool, cfg: SegDemoConfig, train, test, classes, say):
+    """One side of the demo on ``name``: the ImageNet encoder with lp_ft (``pretrained``) or
+    random init trained in full for as many epochs; scored on ``test``. Returns ``(SegRun,
+    model, report)``; ``say`` gets the progress lines."""
     from ..evaluate import evaluate
     from ..finetune import finetune
     from ..load_backbone import load_backbone
@@ -207,7 +210,7 @@ def run_segmentation_demo(config: SegDemoConfig | None = None, *,
                            "classes": classes}
         say(f"{desc}: {len(train)} training, {len(test)} test images")
         for pretrained in (True, False):
-            run, model, report = _train_one(name, pretrained, cfg, train, test, classes, say)
+            run, model, report = train_one(name, pretrained, cfg, train, test, classes, say)
             runs.append(run)
             if pretrained:
                 w, c = save(model, out / f"{name}_model")

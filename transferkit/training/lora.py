@@ -86,8 +86,9 @@ def check_lora_options(cfg: Any) -> None:
 
 
 def check_lora(model: Any, cfg: Any) -> list[str] | None:
-    """The LoRA options against ``model``, before any work; returns the target names."""
-    check_lora_options(cfg)
+    """The LoRA targets against ``model``, before any work (``cfg`` is a
+    :class:`FinetuneConfig`, whose construction checked the options on their own); returns the
+    target names."""
     if cfg.strategy != "lora":
         return None
     if has_lora(model):
