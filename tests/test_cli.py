@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -81,7 +82,7 @@ def test_list_without_a_match_says_so(capsys) -> None:
     (["predict", "no/model", "missing.png"], ["missing.png"]),
     (["demo", "--image-size", "16"], ["image_size", ">= 32"]),
     (["demo", "--strategies", "linear_probe,magic"], ["magic"]),
-    (["demo", "--n-per-class", "900"], ["n_per_class=900", "800"]),
+    (["demo", "--n-per-class", "900"], ["n_per_class", "[2, 800]", "got 900"]),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) and all(isinstance(a, str) for a in v)
     else None)
 def test_bad_input_is_one_line_on_stderr_with_status_2(capsys, tmp_path, monkeypatch, argv,
@@ -244,29 +245,122 @@ class _Execed(Exception):
     pass
 
 
-@pytest.mark.parametrize("argv, restarts", [
-    (["demo", "--tiny"], True), (["--debug", "finetune", "--data", "x"], True),
-    (["list", "heads"], False)])
-def test_long_commands_restart_once_with_passive_openmp(monkeypatch, argv, restarts) -> None:
-    """Run as a program, demo and finetune re-exec themselves with OMP_WAIT_POLICY=PASSIVE."""
-    calls = []
+@pytest.fixture()
+def as_program(monkeypatch):
+    """main() as `python -m transferkit` runs it (argv from sys.argv), with os.execv and the
+    two wait-policy measurements recorded; returns (set_rates, execs, probes)."""
+    from transferkit.cli import openmp
+
+    execs, probes, rates = [], [], {}
 
     def fake_execv(path, args):
-        calls.append((path, list(args), os.environ.get("OMP_WAIT_POLICY")))
+        execs.append((path, list(args), os.environ.get("OMP_WAIT_POLICY")))
         raise _Execed
 
+    monkeypatch.setattr(openmp, "_program_argv", None)
+    monkeypatch.setattr(openmp, "_default_rate",
+                        lambda s: probes.append("default") or rates["default"])
+    monkeypatch.setattr(openmp, "_passive_rate",
+                        lambda s: probes.append("passive") or rates["passive"])
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.setattr(os, "execv", fake_execv)
-    monkeypatch.setattr(sys, "argv", ["transferkit", *argv])
+
+    def set_rates(argv, default=3.0, passive=12.0):
+        rates.update(default=default, passive=passive)
+        monkeypatch.setattr(sys, "argv", ["transferkit", *argv])
+    return set_rates, execs, probes
+
+
+@pytest.mark.parametrize("default_rate, passive_rate, restarts", [
+    (3.0, 12.0, True),     # busy cores: PASSIVE trains faster, restart with it
+    (10.0, 9.5, True),     # the default is not 10% faster: PASSIVE, the safe choice
+    (12.0, 9.0, False),    # idle cores: the default is clearly faster, no restart
+    (12.0, None, True)])   # the PASSIVE measurement failed: PASSIVE
+def test_demo_restarts_with_the_measured_openmp_policy(
+        as_program, monkeypatch, capsys, default_rate, passive_rate, restarts) -> None:
+    """Run as a program, demo measures both wait policies once its options are checked and
+    re-execs itself with OMP_WAIT_POLICY=PASSIVE unless the default trained clearly faster."""
+    set_rates, execs, probes = as_program
+    ran = []
+    monkeypatch.setattr("transferkit.cli.demo_image2image.run_image2image_demo",
+                        lambda cfg: ran.append(cfg) or pytest.skip("reached the run"))
+    argv = ["demo", "image2image", "--tiny"]
+    set_rates(argv, default_rate, passive_rate)
     if restarts:
         with pytest.raises(_Execed):
             main()
-        assert calls == [(sys.executable, [sys.executable, "-m", "transferkit", *argv],
-                          "PASSIVE")]
+        assert execs == [(sys.executable, [sys.executable, "-m", "transferkit", *argv],
+                          "PASSIVE")] and ran == []
     else:
-        assert main() == 0 and calls == []
-    # A policy the user chose is kept, and there is no restart.
+        with pytest.raises(pytest.skip.Exception):
+            main()
+        assert execs == [] and "OMP_WAIT_POLICY" not in os.environ and len(ran) == 1
+    assert probes == ["default", "passive"]
+    err = capsys.readouterr().err  # the one line that says what was measured
+    assert f"{default_rate:.1f} steps/s with the default policy" in err
+    assert ("PASSIVE measurement failed" in err) == (passive_rate is None)
+
+
+@pytest.mark.parametrize("argv", [
+    ["finetune", "--data", "no/such/dir"], ["demo", "--image-size", "16"],
+    ["demo", "--n-per-class", "900"], ["finetune", "--data", "digits", "--backbone", "resnet5"],
+    ["list", "heads"], ["demo", "--help"]])
+def test_bad_input_and_other_commands_measure_nothing(as_program, capsys, argv) -> None:
+    """Bad input fails at once, before the measurement; other commands never measure."""
+    set_rates, execs, probes = as_program
+    set_rates(argv)
+    with pytest.raises(SystemExit) if "--help" in argv else contextlib.nullcontext():
+        assert main() == (0 if argv[0] == "list" else 2)
+    assert execs == [] and probes == []
+    assert "OpenMP" not in capsys.readouterr().err
+
+
+def test_finetune_measures_after_its_model_is_built(as_program, tmp_path, monkeypatch) -> None:
+    set_rates, execs, probes = as_program
+    monkeypatch.chdir(tmp_path)
+    set_rates(["finetune", "--data", "digits", "--n-per-class", "2", "--backbone", "resnet18",
+               "--weights", "none", "--image-size", "32"])
+    with pytest.raises(_Execed):
+        main()
+    assert probes == ["default", "passive"] and execs[0][2] == "PASSIVE"
+    assert not list(tmp_path.rglob("*.json"))  # nothing trained or written before the restart
+
+
+def test_a_policy_the_user_chose_is_kept(as_program, monkeypatch, capsys) -> None:
+    set_rates, execs, probes = as_program
+    monkeypatch.setattr("transferkit.cli.demo_image2image.run_image2image_demo",
+                        lambda cfg: pytest.skip("reached the run"))
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
-    monkeypatch.setattr(sys, "argv", ["transferkit", "list", "heads"])
-    calls.clear()
-    assert main() == 0 and calls == []
+    set_rates(["demo", "image2image", "--tiny"])
+    with pytest.raises(pytest.skip.Exception):
+        main()
+    assert execs == [] and probes == [] and os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_distributed_ranks_take_passive_without_measuring(as_program, monkeypatch) -> None:
+    from transferkit.cli import openmp
+
+    _, execs, probes = as_program
+    monkeypatch.setattr(openmp, "_program_argv", ["finetune", "--data", "x"])
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(_Execed):
+        openmp.restart_before_training()
+    assert probes == [] and execs[0][2] == "PASSIVE"
+
+
+def test_called_from_python_never_restarts(as_program) -> None:
+    from transferkit.cli import openmp
+
+    _, execs, probes = as_program
+    openmp.restart_before_training()  # main(argv) from Python does not record a program
+    assert execs == [] and probes == []
+
+
+def test_openmp_probe_measures_in_this_process_and_a_child() -> None:
+    """The real probe: a rate in this process and one from a child run under PASSIVE."""
+    from transferkit.cli import openmp
+
+    assert openmp._default_rate(0.05) > 0
+    rate = openmp._passive_rate(0.05)
+    assert rate is not None and rate > 0

@@ -35,6 +35,8 @@ from typing import Any
 
 import torch
 
+from .._checks import check_int
+
 __all__ = ["DemoConfig", "DemoResult", "StrategyResult", "run_demo", "format_table",
            "STRATEGIES"]
 
@@ -90,10 +92,10 @@ class DemoConfig:
             self.n_per_class_test = self.n_per_class_test or 3
             self.val_fraction = 0.25
         for name in ("epochs", "probe_epochs", "image_size", "batch_size"):
-            _check_int(name, getattr(self, name), 32 if name == "image_size" else 1)
-        for name in ("n_per_class", "n_per_class_test"):
-            if getattr(self, name) is not None:
-                _check_int(name, getattr(self, name), 2 if name == "n_per_class" else 1)
+            check_int("demo", name, getattr(self, name), 32 if name == "image_size" else 1)
+        for name, low, high in (("n_per_class", 2, 800), ("n_per_class_test", 1, 200)):
+            if getattr(self, name) is not None:  # Animal-MNIST's images per class
+                check_int("demo", name, getattr(self, name), low, high)
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"demo: val_fraction must be in (0, 1), got {self.val_fraction}.")
         if not self.lr > 0 or not self.backbone_lr_mult > 0:
@@ -104,13 +106,6 @@ class DemoConfig:
         if unknown or not self.strategies:
             raise ValueError(f"demo: strategies must be a non-empty subset of "
                              f"{list(STRATEGIES)}, got {list(self.strategies)}.")
-
-
-def _check_int(name: str, value: object, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"demo: {name} must be an int >= {low}, got {value!r}.")
-    if value < low:
-        raise ValueError(f"demo: {name} must be an int >= {low}, got {value}.")
 
 
 @dataclass
@@ -284,6 +279,7 @@ def _environment() -> dict[str, Any]:
     return {"python": platform.python_version(), "torch": torch.__version__,
             "platform": platform.platform(), "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
             "device": "cuda" if torch.cuda.is_available() else "cpu",
             "load_average_at_end": load}
 

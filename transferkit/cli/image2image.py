@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import openmp
+
 __all__ = ["I2I_BUILTIN", "image2image_data", "finetune_image2image", "print_image_predictions"]
 
 I2I_BUILTIN = ("super_resolution", "colorization")
@@ -59,6 +61,7 @@ def finetune_image2image(args: argparse.Namespace, options: dict[str, Any], main
     options["image_size"] = int(train.targets.shape[-1])
     if args.loss:
         options["loss"] = args.loss
+    openmp.restart_before_training()
     start = time.perf_counter()
     history = finetune(model, train, held, **options)
     seconds = time.perf_counter() - start

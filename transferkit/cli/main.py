@@ -13,12 +13,12 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from .._tasks import TASKS
-from . import ecosystem
+from . import ecosystem, openmp
 from ._args import (BUILTIN_DATASETS, _builtin, _check_device, _check_output_dir, _check_output_file,
                     _data_arguments, _positive_float, _positive_int, _training_data)
 from .lr_find import add_lr_find_parser, cmd_lr_find
@@ -267,6 +267,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     weights = None if args.weights.lower() == "none" else args.weights
     model = replace_head(load_backbone(args.backbone, weights=weights), len(classes),
                          args.head, class_names=classes)
+    openmp.restart_before_training()
     start = time.perf_counter()
     try:
         history = finetune(model, train, held, **options)
@@ -358,34 +359,42 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    runs = []  # every part's options are checked before any part runs
     if args.which in (None, "classification"):
-        _classification_demo(args)
+        runs.append(_classification_demo(args))
     if args.which in (None, "segmentation"):
-        _segmentation_demo(args)
+        runs.append(_segmentation_demo(args))
     if args.which == "image2image":
-        _image2image_demo(args)
+        runs.append(_image2image_demo(args))
+    openmp.restart_before_training()
+    for run in runs:
+        run()
     return 0
 
 
-def _image2image_demo(args: argparse.Namespace) -> None:
+def _image2image_demo(args: argparse.Namespace) -> Callable[[], None]:
     from .demo import DemoConfig
     from .demo_image2image import I2IDemoConfig, run_image2image_demo
 
     out = I2IDemoConfig().out_dir if str(args.out) == str(DemoConfig().out_dir) else args.out
     cfg = I2IDemoConfig(seed=args.seed, out_dir=out, tiny=args.tiny,
                         progress=not args.no_progress)
-    result = run_image2image_demo(cfg)
-    print(f"\nImage-to-image: a unet decoder on EfficientNet-Lite0, lp_ft ({cfg.probe_epochs} "
-          f"decoder epochs, then {cfg.epochs} of everything), {cfg.n_train} training crops of "
-          f"{cfg.size} px, batch {cfg.batch_size}, AdamW lr {cfg.lr:g}; {cfg.n_test} test crops "
-          "from photo regions no training crop touches. Perceptual distance: LPIPS-style on "
-          "frozen ImageNet Lite0 features (lower is closer).\n")
-    print("\n".join(result["table"]))
-    print(f"\nWall time {result['wall_seconds']:.0f} s. Files in {out}/: "
-          + ", ".join(sorted(Path(p).name for p in result["files"].values())))
+
+    def run() -> None:
+        result = run_image2image_demo(cfg)
+        print(f"\nImage-to-image: a unet decoder on EfficientNet-Lite0, lp_ft "
+              f"({cfg.probe_epochs} decoder epochs, then {cfg.epochs} of everything), "
+              f"{cfg.n_train} training crops of {cfg.size} px, batch {cfg.batch_size}, AdamW lr "
+              f"{cfg.lr:g}; {cfg.n_test} test crops from photo regions no training crop "
+              "touches. Perceptual distance: LPIPS-style on frozen ImageNet Lite0 features "
+              "(lower is closer).\n")
+        print("\n".join(result["table"]))
+        print(f"\nWall time {result['wall_seconds']:.0f} s. Files in {out}/: "
+              + ", ".join(sorted(Path(p).name for p in result["files"].values())))
+    return run
 
 
-def _segmentation_demo(args: argparse.Namespace) -> None:
+def _segmentation_demo(args: argparse.Namespace) -> Callable[[], None]:
     from .demo import DemoConfig
     from .demo_segmentation import SegDemoConfig, run_segmentation_demo
 
@@ -394,20 +403,24 @@ def _segmentation_demo(args: argparse.Namespace) -> None:
            default if str(args.out) == str(DemoConfig().out_dir) else args.out)
     cfg = SegDemoConfig(seed=args.seed, out_dir=out, tiny=args.tiny,
                         progress=not args.no_progress)
-    result = run_segmentation_demo(cfg)
-    print(f"\nSegmentation: EfficientNet-Lite0 (ImageNet weights) + unet decoder, lp_ft "
-          f"({cfg.probe_epochs} decoder epochs on cached encoder maps, then {cfg.epochs} of "
-          f"everything), against random init trained {cfg.probe_epochs + cfg.epochs} epochs; "
-          f"{cfg.image_size} px, batch {cfg.batch_size}, AdamW lr {cfg.lr:g}. Test splits:")
-    for name, info in result["data"].items():
-        print(f"  {name}: {info['description']} ({info['n_train']} / {info['n_test']})")
-    print()
-    print("\n".join(result["table"]))
-    print(f"\nWall time {result['wall_seconds']:.0f} s. Files in {out}/: "
-          + ", ".join(sorted(Path(p).name for p in result["files"].values())))
+
+    def run() -> None:
+        result = run_segmentation_demo(cfg)
+        print(f"\nSegmentation: EfficientNet-Lite0 (ImageNet weights) + unet decoder, lp_ft "
+              f"({cfg.probe_epochs} decoder epochs on cached encoder maps, then {cfg.epochs} "
+              f"of everything), against random init trained {cfg.probe_epochs + cfg.epochs} "
+              f"epochs; {cfg.image_size} px, batch {cfg.batch_size}, AdamW lr {cfg.lr:g}. "
+              "Test splits:")
+        for name, info in result["data"].items():
+            print(f"  {name}: {info['description']} ({info['n_train']} / {info['n_test']})")
+        print()
+        print("\n".join(result["table"]))
+        print(f"\nWall time {result['wall_seconds']:.0f} s. Files in {out}/: "
+              + ", ".join(sorted(Path(p).name for p in result["files"].values())))
+    return run
 
 
-def _classification_demo(args: argparse.Namespace) -> int:
+def _classification_demo(args: argparse.Namespace) -> Callable[[], None]:
     from .demo import DemoConfig, format_table, run_demo
 
     config = DemoConfig(
@@ -418,20 +431,22 @@ def _classification_demo(args: argparse.Namespace) -> int:
         strategies=[s.strip() for s in args.strategies.split(",") if s.strip()],
         progress=not args.no_progress,
     )
-    result = run_demo(config)
-    d = result.data
-    print(f"\nEfficientNet-Lite0 (ImageNet weights) -> Animal-MNIST: {d['n_train']} training, "
-          f"{d['n_val']} validation, {d['n_test']} test images; {config.image_size} px, "
-          f"{config.epochs} epoch(s) through the backbone, batch {config.batch_size}, "
-          f"AdamW lr {config.lr:g}")
-    print(f"{d['split'][0].upper()}{d['split'][1:]}.\n")
-    print(format_table(result))
-    print(f"\n* saved (best validation accuracy). Wall time {result.wall_seconds:.0f} s on "
-          f"{result.environment['torch_threads']} CPU thread(s)"
-          f"{' + CUDA' if result.environment['device'] == 'cuda' else ''}. "
-          f"Files in {config.out_dir}/: " + ", ".join(sorted(
-              Path(p).name for p in result.files.values())))
-    return 0
+
+    def run() -> None:
+        result = run_demo(config)
+        d = result.data
+        print(f"\nEfficientNet-Lite0 (ImageNet weights) -> Animal-MNIST: {d['n_train']} "
+              f"training, {d['n_val']} validation, {d['n_test']} test images; "
+              f"{config.image_size} px, {config.epochs} epoch(s) through the backbone, batch "
+              f"{config.batch_size}, AdamW lr {config.lr:g}")
+        print(f"{d['split'][0].upper()}{d['split'][1:]}.\n")
+        print(format_table(result))
+        print(f"\n* saved (best validation accuracy). Wall time {result.wall_seconds:.0f} s on "
+              f"{result.environment['torch_threads']} CPU thread(s)"
+              f"{' + CUDA' if result.environment['device'] == 'cuda' else ''}. "
+              f"Files in {config.out_dir}/: " + ", ".join(sorted(
+                  Path(p).name for p in result.files.values())))
+    return run
 
 
 def _rank_arguments(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -492,24 +507,6 @@ def _one_line(exc: BaseException) -> str:
     return text
 
 
-# OpenMP threads that spin while they wait make PyTorch training many times slower on a CPU
-# that other processes share (figures: docs/benchmarks.md, "Measurements behind rules in the
-# code"). The policy is read once, when torch
-# loads its OpenMP runtime, which importing transferkit has already done; so the long
-# commands, run as a program, restart themselves once with it set, unless the user chose one.
-_LONG_COMMANDS = ("demo", "finetune")
-
-
-def _restart_with_passive_omp(argv: list[str]) -> None:
-    command = next((a for a in argv if not a.startswith("-")), None)
-    if "OMP_WAIT_POLICY" in os.environ or command not in _LONG_COMMANDS or os.name == "nt":
-        return
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, "-m", "transferkit", *argv])
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``transferkit`` command with ``argv`` (default: ``sys.argv[1:]``).
 
@@ -524,7 +521,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     if argv is None:  # run as a program (not called from Python)
         argv = sys.argv[1:]
-        _restart_with_passive_omp(argv)
+        openmp.run_as_program(argv)  # demo and finetune may restart (cli/openmp.py)
     argv = list(argv)
     debug = "--debug" in argv
     from ..errors import TrainingError, TransferkitError

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import openmp
+
 __all__ = ["SEG_BUILTIN", "segmentation_data", "eval_segmentation_data", "finetune_segmentation",
            "print_mask_predictions"]
 
@@ -105,6 +107,7 @@ def finetune_segmentation(args: argparse.Namespace, options: dict[str, Any],
                          class_names=classes)
     if args.loss:
         options["loss"] = args.loss
+    openmp.restart_before_training()
     start = time.perf_counter()
     history = finetune(model, train, held, **options)
     seconds = time.perf_counter() - start
