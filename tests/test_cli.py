@@ -361,6 +361,10 @@ def test_openmp_probe_measures_in_this_process_and_a_child() -> None:
     """The real probe: a rate in this process and one from a child run under PASSIVE."""
     from transferkit.cli import openmp
 
+    import torch
+
+    state = torch.random.get_rng_state()
     assert openmp._default_rate(0.05) > 0
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's RNG is untouched
     rate = openmp._passive_rate(0.05)
     assert rate is not None and rate > 0
