@@ -9,7 +9,7 @@ else runs on it now, so it is measured, once every input is checked and before t
 starts: the running process times a short training workload
 (:func:`~transferkit.cli._omp_probe.steps_per_second`) under the default policy, a child
 process times the same workload under ``PASSIVE``, and the command restarts itself with
-``PASSIVE`` unless the default was clearly faster. The policy is read once, when torch loads
+``PASSIVE`` unless the default trained faster. The policy is read once, when torch loads
 its OpenMP runtime, which importing transferkit has already done: hence the restart. A policy
 the user set is kept and nothing is measured.
 """
@@ -22,10 +22,6 @@ import sys
 from pathlib import Path
 
 PROBE_SECONDS = 0.5  # per policy (the child's torch import comes on top)
-#: The default policy is kept only when it trains at least this much faster than ``PASSIVE``:
-#: a wrong default on busy cores costs far more than a wrong ``PASSIVE`` on idle ones
-#: (docs/benchmarks.md).
-DEFAULT_MARGIN = 1.1
 
 
 def _default_rate(seconds: float) -> float:
@@ -50,8 +46,9 @@ def _passive_rate(seconds: float) -> float | None:
 def choose_wait_policy(seconds: float = PROBE_SECONDS) -> tuple[str | None, str]:
     """Measure both policies; return ``("PASSIVE", why)`` or ``(None, why)`` for the default.
 
-    ``why`` is the one line that says what was measured. ``PASSIVE`` also when the child's
-    measurement failed (the safe choice on shared cores).
+    The default only when it trained faster; ``PASSIVE`` on a tie and when the child's
+    measurement failed (the safe choice on shared cores). ``why`` is the one line that says
+    what was measured.
     """
     default = _default_rate(seconds)
     passive = _passive_rate(seconds)
@@ -59,7 +56,7 @@ def choose_wait_policy(seconds: float = PROBE_SECONDS) -> tuple[str | None, str]
         return "PASSIVE", (f"OpenMP wait policy: PASSIVE ({default:.1f} steps/s with the "
                            "default policy; the PASSIVE measurement failed)")
     figures = f"{default:.1f} steps/s with the default policy, {passive:.1f} with PASSIVE"
-    if default >= DEFAULT_MARGIN * passive:
+    if default > passive:
         return None, f"OpenMP wait policy: the default ({figures})"
     return "PASSIVE", f"OpenMP wait policy: PASSIVE ({figures})"
 
