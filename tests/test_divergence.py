@@ -1,4 +1,5 @@
-"""``first_non_finite``: the check after every epoch and before every checkpoint."""
+"""``first_non_finite`` and ``watched_tensors``: the check after every epoch and before every
+checkpoint."""
 
 from __future__ import annotations
 
@@ -59,3 +60,21 @@ def test_half_precision_weights():
     with torch.no_grad():
         model.bias[0] = math.inf
     assert first_non_finite(model) == "bias"
+
+
+def test_a_watched_list_taken_once_sees_later_values():
+    """The trainer takes watched_tensors once per phase: the list holds the tensors
+    themselves, so a value written after it was taken is found."""
+    from transferkit.training.divergence import watched_tensors
+
+    model = _model()
+    model(torch.zeros(2, 3, 8, 8))
+    model[0].requires_grad_(False)
+    model[1].eval()
+    watched = watched_tensors(model)
+    # the frozen conv and the eval-mode BatchNorm's statistics are out, its affine weights in
+    assert [n for n, _ in watched] == ["1.weight", "1.bias", "3.weight", "3.bias"]
+    assert first_non_finite(watched) is None
+    with torch.no_grad():
+        model[3].bias[1] = math.nan
+    assert first_non_finite(watched) == "3.bias"

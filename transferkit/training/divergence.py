@@ -11,6 +11,7 @@ the last checkpoint stays the last good one.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -18,22 +19,21 @@ from torch import nn
 
 from ..errors import TrainingError
 
-__all__ = ["VAL_LOSS_FACTOR", "check_diverged", "first_non_finite"]
+__all__ = ["VAL_LOSS_FACTOR", "check_diverged", "first_non_finite", "watched_tensors"]
 
 #: A validation loss this many times the chance-level loss means the run has diverged.
 VAL_LOSS_FACTOR = 1e4
 
 
-def first_non_finite(model: nn.Module) -> str | None:
-    """The name of the first parameter or floating buffer holding NaN or inf, else ``None``.
+def watched_tensors(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """The tensors a training step can change, by name: trainable parameters and the floating
+    buffers of modules in training mode.
 
-    Frozen parameters are skipped (no step writes them; a frozen encoder is most of the
+    Frozen parameters are left out (no step writes them; a frozen encoder is most of the
     model), and so are the buffers of modules in eval mode (a BatchNorm updates its running
-    statistics only in training mode; a frozen encoder is kept in eval mode). The common
-    case, everything finite, is settled by one sum per tensor: a sum is
-    finite only if every element is (NaN and inf propagate), and a sum of finite values that
-    overflows merely sends the check to the exact per-tensor test. ``isfinite`` over every
-    element costs several times more (it writes a boolean tensor per weight).
+    statistics only in training mode; a frozen encoder is kept in eval mode). The trainer
+    takes this list once per phase, in the phase's training mode (walking every module of a
+    backbone costs more than the check itself).
     """
     named = []
     for prefix, module in model.named_modules():
@@ -41,6 +41,19 @@ def first_non_finite(model: nn.Module) -> str | None:
                *(module.named_buffers(recurse=False) if module.training else ())]
         named += [(f"{prefix}.{n}" if prefix else n, t) for n, t in own
                   if t is not None and t.is_floating_point()]
+    return named
+
+
+def first_non_finite(model: nn.Module | Sequence[tuple[str, torch.Tensor]]) -> str | None:
+    """The name of the first tensor of :func:`watched_tensors` (of ``model``, or that list
+    itself) holding NaN or inf, else ``None``.
+
+    The common case, everything finite, is settled by one sum per tensor: a sum is
+    finite only if every element is (NaN and inf propagate), and a sum of finite values that
+    overflows merely sends the check to the exact per-tensor test. ``isfinite`` over every
+    element costs several times more (it writes a boolean tensor per weight).
+    """
+    named = watched_tensors(model) if isinstance(model, nn.Module) else model
     if not named:
         return None
     with torch.no_grad():
@@ -63,12 +76,13 @@ def _chance_loss(task: str, num_classes: int) -> float | None:
     return None
 
 
-def check_diverged(model: nn.Module, record: dict[str, Any], *, task: str, num_classes: int,
+def check_diverged(model: nn.Module | Sequence[tuple[str, torch.Tensor]],
+                   record: dict[str, Any], *, task: str, num_classes: int,
                    first_val_loss: float | None, where: str) -> None:
     """Raise :class:`TrainingError` when the model or ``record`` shows divergence.
 
     Args:
-        model: the model after the epoch.
+        model: the model after the epoch, or its :func:`watched_tensors`.
         record: the epoch's history record (``val_loss`` when validated).
         task, num_classes: for the chance-level loss.
         first_val_loss: the run's first validation loss (the scale for regression).

@@ -37,7 +37,7 @@ from .mixing import make_mixer, mixing_skip_reason
 from .config import FinetuneConfig
 from .resume import check_architecture, check_resume, run_options
 from .._io import folder_lock, remove_stale_tmp
-from .divergence import check_diverged, first_non_finite
+from .divergence import check_diverged, first_non_finite, watched_tensors
 from .losses import check_class_count
 from .history import History
 from .memory_format import TrainFormat
@@ -78,6 +78,7 @@ class Trainer:
                                   config.backbone_lr_mult)
         self.history = History()
         self.epoch = 0  # epochs completed over all phases
+        self._watched: tuple[Phase | None, list] = (None, [])  # divergence.watched_tensors
         self._check_data()
         self.criterion = make_loss(
             config.task, label_smoothing=config.label_smoothing,
@@ -273,6 +274,8 @@ class Trainer:
             _call(cb, "on_epoch_start", self, self.epoch)
         t0 = time.perf_counter()
         _train_mode(model, frozen=phase.backbone == "frozen", bn=cfg.bn)
+        if self._watched[0] is not phase:  # what a step of this phase can change
+            self._watched = (phase, watched_tensors(model))
         forward = self.dist.wrap(self._head_on_cache(self.cache) if self.cache is not None
                                  else self._compiled())
         total_loss = correct = seen = 0.0
@@ -327,7 +330,7 @@ class Trainer:
         }
         record.update(self._validate())
         first_val = next((r.get("val_loss") for r in self.history), record.get("val_loss"))
-        check_diverged(model, record, task=cfg.task, num_classes=model.num_classes,
+        check_diverged(self._watched[1], record, task=cfg.task, num_classes=model.num_classes,
                        first_val_loss=first_val, where=f"epoch {self.epoch + 1}")
         self.history.append(record)
         self.epoch += 1
@@ -570,7 +573,8 @@ class Trainer:
         if not self.dist.is_main:
             return
         model = self.model
-        bad = first_non_finite(model)  # never replace the last good checkpoint with this
+        # never replace the last good checkpoint with a non-finite model
+        bad = first_non_finite(self._watched[1] if self._watched[0] is not None else model)
         if bad is not None:
             raise TrainingError(f"The model holds NaN or infinite values ({bad!r}); the "
                                 "checkpoint was not written, the last one is intact.")
