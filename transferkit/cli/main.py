@@ -372,6 +372,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_wall_time(result: dict[str, Any], out: str) -> None:
+    """The last line of the segmentation and image-to-image demos."""
+    print(f"\nWall time {result['wall_seconds']:.0f} s. Files in {out}/: "
+          + ", ".join(sorted(Path(p).name for p in result["files"].values())))
+
+
 def _image2image_demo(args: argparse.Namespace) -> Callable[[], None]:
     from .demo import DemoConfig
     from .demo_image2image import I2IDemoConfig, run_image2image_demo
@@ -389,8 +395,7 @@ def _image2image_demo(args: argparse.Namespace) -> Callable[[], None]:
               "touches. Perceptual distance: LPIPS-style on frozen ImageNet Lite0 features "
               "(lower is closer).\n")
         print("\n".join(result["table"]))
-        print(f"\nWall time {result['wall_seconds']:.0f} s. Files in {out}/: "
-              + ", ".join(sorted(Path(p).name for p in result["files"].values())))
+        _print_wall_time(result, out)
     return run
 
 
@@ -415,8 +420,7 @@ def _segmentation_demo(args: argparse.Namespace) -> Callable[[], None]:
             print(f"  {name}: {info['description']} ({info['n_train']} / {info['n_test']})")
         print()
         print("\n".join(result["table"]))
-        print(f"\nWall time {result['wall_seconds']:.0f} s. Files in {out}/: "
-              + ", ".join(sorted(Path(p).name for p in result["files"].values())))
+        _print_wall_time(result, out)
     return run
 
 
