@@ -173,13 +173,18 @@ def _load_data(cfg: DemoConfig):
 
 
 # -- one strategy -----------------------------------------------------------------------------
-def _build(strategy: str, classes: list[str]):
+def _build(strategy: str, classes: list[str], seed: int):
+    """The strategy's model, its random weights (the head; scratch's backbone) drawn from
+    ``seed``: the same in any process, whatever ran before (the global random state is left
+    as it was)."""
     from ..load_backbone import load_backbone
     from ..replace_head import replace_head
 
     weights = None if strategy == "scratch" else "DEFAULT"
-    backbone = load_backbone(BACKBONE, weights=weights)
-    return replace_head(backbone, len(classes), class_names=classes)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        backbone = load_backbone(BACKBONE, weights=weights)
+    return replace_head(backbone, len(classes), class_names=classes, seed=seed)
 
 
 def _options(strategy: str, cfg: DemoConfig) -> dict[str, Any]:
@@ -202,7 +207,7 @@ def _run_strategy(strategy: str, cfg: DemoConfig, train, val, test, classes, say
     from ..evaluate import evaluate
     from ..finetune import finetune
 
-    model = _build(strategy, classes)
+    model = _build(strategy, classes, cfg.seed)
     options = _options(strategy, cfg)
     cached = " (the frozen backbone runs once per image: features cached first)" if (
         strategy != "scratch") else ""
