@@ -173,17 +173,22 @@ def _load_data(cfg: DemoConfig):
 
 
 # -- one strategy -----------------------------------------------------------------------------
-def _build(strategy: str, classes: list[str], seed: int):
-    """The strategy's model, its random weights (the head; scratch's backbone) drawn from
-    ``seed``: the same in any process, whatever ran before (the global random state is left
-    as it was)."""
+def _seeded_backbone(name: str, weights: str | None, seed: int):
+    """Backbone ``name``, a random init drawn from ``seed``: the same weights in any process,
+    whatever ran before (the global random state is left as it was)."""
     from ..load_backbone import load_backbone
-    from ..replace_head import replace_head
 
-    weights = None if strategy == "scratch" else "DEFAULT"
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        backbone = load_backbone(BACKBONE, weights=weights)
+        return load_backbone(name, weights=weights)
+
+
+def _build(strategy: str, classes: list[str], seed: int):
+    """The strategy's model, its random weights (the head; scratch's backbone) drawn from
+    ``seed``."""
+    from ..replace_head import replace_head
+
+    backbone = _seeded_backbone(BACKBONE, None if strategy == "scratch" else "DEFAULT", seed)
     return replace_head(backbone, len(classes), class_names=classes, seed=seed)
 
 
