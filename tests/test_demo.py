@@ -94,8 +94,12 @@ def test_segmentation_demo_config_checks_its_options() -> None:
 
     with pytest.raises(ValueError, match=r"loss 'focal' does not apply to task 'segmentation'"):
         SegDemoConfig(loss="focal")
-    with pytest.raises(ValueError, match="image_size must be an int in"):
+    with pytest.raises(ValueError, match=r"image_size must be an int in \[32, 256\], got 16"):
         SegDemoConfig(image_size=16)
+    with pytest.raises(ValueError, match=r"demo segmentation: epochs must be an int >= 1, got 0"):
+        SegDemoConfig(epochs=0)
+    with pytest.raises(TypeError, match=r"n_scenes must be an int >= 1, got 2\.5"):
+        SegDemoConfig(n_scenes=2.5)
     with pytest.raises(ValueError, match="datasets must be a non-empty subset"):
         SegDemoConfig(datasets=("cityscapes",))
     assert SegDemoConfig(loss="ce+dice").loss == "ce+dice"

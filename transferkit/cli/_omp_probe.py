@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 
-def steps_per_second(seconds: float = 0.5) -> float:
+def steps_per_second(seconds: float) -> float:
     """Training steps per second of a small depthwise-separable CNN (EfficientNet-like
     blocks, batch 16 at 64 px: many short parallel regions, where waiting threads matter),
     timed over at least ``seconds`` and 5 steps after 3 warm-up steps. Leaves torch's global

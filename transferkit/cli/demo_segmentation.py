@@ -80,16 +80,13 @@ class SegDemoConfig:
         if self.tiny:
             self.epochs, self.probe_epochs, self.image_size = 1, 1, 32
             self.n_scenes, self.n_scenes_test, self.nuclei_stride = 8, 4, 32
+        from .._checks import check_int
+        from ..training.losses import check_loss
+
         for name in ("epochs", "probe_epochs", "batch_size", "n_scenes", "n_scenes_test",
                      "nuclei_stride"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"demo segmentation: {name} must be an int >= 1, got {value!r}.")
-        if isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or not (
-                32 <= self.image_size <= 256):
-            raise ValueError(f"demo segmentation: image_size must be an int in [32, 256], got "
-                             f"{self.image_size!r}.")
-        from ..training.losses import check_loss
+            check_int("demo segmentation", name, getattr(self, name), 1)
+        check_int("demo segmentation", "image_size", self.image_size, 32, 256)
 
         check_loss("segmentation", self.loss)  # before any data is read
         self.datasets = tuple(self.datasets)

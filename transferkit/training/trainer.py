@@ -573,8 +573,9 @@ class Trainer:
         if not self.dist.is_main:
             return
         model = self.model
-        # never replace the last good checkpoint with a non-finite model
-        bad = first_non_finite(self._watched[1] if self._watched[0] is not None else model)
+        # never replace the last good checkpoint with a non-finite model (called after an
+        # epoch: the phase's watched tensors are taken)
+        bad = first_non_finite(self._watched[1])
         if bad is not None:
             raise TrainingError(f"The model holds NaN or infinite values ({bad!r}); the "
                                 "checkpoint was not written, the last one is intact.")
